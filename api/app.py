@@ -1,0 +1,30 @@
+"""The FastAPI app: routers, error shape, the operator page."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from alerts import CaseStore, EvidenceStore
+from gridwatch.config import GridwatchConfig
+
+from .routes import router
+
+STATIC = Path(__file__).with_name("static")
+
+
+def create_app(cfg: GridwatchConfig, store: CaseStore, redis_url: str, evidence: EvidenceStore) -> FastAPI:
+    """An app bound to one config and one case store; nothing global, so tests can make several."""
+    app = FastAPI(title="gridwatch", version="0.1.0",
+                  description="Cameras, alerts and grid cases of the governance centre.")
+    app.state.config, app.state.store, app.state.redis_url, app.state.evidence = cfg, store, redis_url, evidence
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def operator_page() -> FileResponse:
+        return FileResponse(STATIC / "operator.html")
+
+    return app

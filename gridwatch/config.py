@@ -1,0 +1,281 @@
+"""The one validated configuration model: grids, cameras, zones and their rules.
+
+Everything gridwatch does is driven from this model (as Frigate does), so every
+stage reads its settings from here and a bad file is refused before anything
+starts, with the field path of each mistake.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*)(?::[^@/\s]*)?@")
+
+
+def mask_url(text: str) -> str:
+    """Replace the password of every URL in ``text`` with ``***``.
+
+    Used on everything that may reach a log, an error or the API, because camera
+    URLs carry device passwords.
+    """
+    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", str(text))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+Point = tuple[Annotated[float, Field(ge=0.0, le=1.0)], Annotated[float, Field(ge=0.0, le=1.0)]]
+
+
+def _segments_cross(p1, p2, p3, p4) -> bool:
+    def orient(a, b, c):
+        return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+
+    d1, d2 = orient(p3, p4, p1), orient(p3, p4, p2)
+    d3, d4 = orient(p1, p2, p3), orient(p1, p2, p4)
+    return (d1 * d2 < 0) and (d3 * d4 < 0)
+
+
+class CrowdingRule(_Strict):
+    """Alert when at least ``threshold`` people stay in the zone for ``hold_s``."""
+
+    threshold: int = Field(ge=1, description="persons in the zone that make a crowd")
+    hold_s: float = Field(default=10.0, ge=0.0, description="seconds the count must stay at or above threshold")
+    clear_below: int | None = Field(
+        default=None, ge=0,
+        description="the incident clears when the count drops below this (hysteresis); default threshold - 1, at least 1 below",
+    )
+    clear_s: float = Field(default=5.0, ge=0.0, description="seconds below clear_below before the incident clears")
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> "CrowdingRule":
+        if self.clear_below is None:
+            self.clear_below = max(self.threshold - 1, 0)
+        if self.clear_below > self.threshold - 1:
+            raise ValueError(
+                f"clear_below ({self.clear_below}) must be below threshold ({self.threshold}); "
+                "set it lower so a crowd that stays does not flap"
+            )
+        return self
+
+
+class ConflictRule(_Strict):
+    """First conflict signal: close people moving fast relative to each other."""
+
+    enabled: bool = True
+    hold_s: float = Field(default=1.0, ge=0.0, description="seconds the signal must persist")
+    min_score: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
+class Zone(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = ""
+    polygon: list[Point] = Field(description="vertices in normalised image coordinates (0..1, x right, y down)")
+    crowding: CrowdingRule | None = None
+    conflict: ConflictRule = Field(default_factory=lambda: ConflictRule(enabled=False))
+
+    @field_validator("polygon")
+    @classmethod
+    def _polygon_is_simple(cls, pts: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        if len(pts) < 3:
+            raise ValueError(f"a zone needs at least 3 points, got {len(pts)}; list them as [[x, y], ...] in 0..1")
+        n = len(pts)
+        edges = [(pts[i], pts[(i + 1) % n]) for i in range(n)]
+        for i in range(n):
+            for j in range(i + 2, n):
+                if i == 0 and j == n - 1:
+                    continue  # neighbours through the closing edge
+                if _segments_cross(*edges[i], *edges[j]):
+                    raise ValueError(f"the polygon's edges {i} and {j} cross; order the points around the outline")
+        area = 0.5 * abs(sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(pts, pts[1:] + pts[:1])))
+        if area < 1e-4:
+            raise ValueError("the polygon has (almost) no area; its points are collinear or repeated")
+        return pts
+
+
+class Camera(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = ""
+    url: str = Field(description="rtsp:// or rtsps:// URL, or a local video file path (demo, tests)")
+    grid: str
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    fps: float = Field(default=2.0, gt=0, le=30, description="analysis frames per second")
+    enabled: bool = True
+    zones: list[Zone] = Field(default_factory=list)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme in ("rtsp", "rtsps"):
+            if not parts.hostname:
+                raise ValueError(f"{mask_url(url)!r} has no host; write rtsp://HOST[:PORT]/PATH")
+            return url
+        if parts.scheme in ("", "file"):
+            return url
+        raise ValueError(
+            f"unsupported scheme {parts.scheme!r} in {mask_url(url)!r}; use rtsp://, rtsps:// or a local file path"
+        )
+
+    @model_validator(mode="after")
+    def _unique_zones(self) -> "Camera":
+        seen: set[str] = set()
+        for z in self.zones:
+            if z.id in seen:
+                raise ValueError(f"zone id {z.id!r} appears twice on camera {self.id!r}; zone ids must be unique per camera")
+            seen.add(z.id)
+        return self
+
+    @property
+    def safe_url(self) -> str:
+        return mask_url(self.url)
+
+
+class Grid(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = ""
+    parent: str | None = None
+
+
+class DetectorConfig(_Strict):
+    model: str = Field(default="yolov10n.pt", description="weights name (yolov10n.pt, yolo11n-pose.pt) or a path")
+    imgsz: int = Field(default=640, ge=160, le=1920, multiple_of=32)
+    confidence: float = Field(default=0.25, gt=0, lt=1)
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:0 ...")
+    max_batch: int = Field(default=16, ge=1, le=256)
+    weights_dirs: list[Path] = Field(default_factory=list, description="extra folders searched for weights")
+
+
+class AlertsConfig(_Strict):
+    cooldown_s: float = Field(default=120.0, ge=0, description="one alert per (camera, zone, kind) within this time")
+    evidence_dir: Path | None = Field(default=None, description="default: DATA_DIR/evidence")
+
+
+class Settings(_Strict):
+    data_dir: Path = Path("var")
+    redis_url: str | None = Field(default=None, description="use this Redis/Valkey; empty starts an embedded Valkey")
+
+
+class GridwatchConfig(_Strict):
+    grids: list[Grid] = Field(min_length=1)
+    cameras: list[Camera] = Field(default_factory=list)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    settings: Settings = Field(default_factory=Settings)
+
+    @model_validator(mode="after")
+    def _references(self) -> "GridwatchConfig":
+        problems = []
+        seen: dict[str, int] = {}
+        for i, g in enumerate(self.grids):
+            if g.id in seen:
+                problems.append(f"grids[{i}].id: grid id {g.id!r} is already used by grids[{seen[g.id]}]")
+            seen.setdefault(g.id, i)
+        for i, g in enumerate(self.grids):
+            if g.parent is not None and g.parent not in seen:
+                problems.append(f"grids[{i}].parent: {g.parent!r} is not a grid in this file")
+        cams: dict[str, int] = {}
+        for i, c in enumerate(self.cameras):
+            if c.id in cams:
+                problems.append(f"cameras[{i}].id: camera id {c.id!r} is already used by cameras[{cams[c.id]}]")
+            cams.setdefault(c.id, i)
+            if c.grid not in seen:
+                problems.append(f"cameras[{i}].grid: {c.grid!r} is not a grid in this file; add it under grids:")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def resolve_paths(self, base: Path) -> "GridwatchConfig":
+        """Make file paths absolute against ``base`` (the config file's folder)."""
+        for cam in self.cameras:
+            if urlsplit(cam.url).scheme == "" and not Path(cam.url).is_absolute():
+                cam.url = str(base / cam.url)
+        s, a = self.settings, self.alerts
+        if not s.data_dir.is_absolute():
+            s.data_dir = base / s.data_dir
+        if a.evidence_dir is None:
+            a.evidence_dir = s.data_dir / "evidence"
+        elif not a.evidence_dir.is_absolute():
+            a.evidence_dir = base / a.evidence_dir
+        self.detector.weights_dirs = [d if d.is_absolute() else base / d for d in self.detector.weights_dirs]
+        return self
+
+    def camera(self, camera_id: str) -> Camera:
+        for c in self.cameras:
+            if c.id == camera_id:
+                return c
+        raise KeyError(camera_id)
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; ``str()`` is the report for the user."""
+
+    def __init__(self, path: Path | str, problems: list[tuple[str, str]]):
+        self.path = str(path)
+        self.problems = problems
+        lines = [f"{self.path}: invalid configuration ({len(problems)} problem{'s' * (len(problems) != 1)})"]
+        lines += [f"  {loc}: {msg}" for loc, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "function-before") or "[" in str(part):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def problems_of(err: ValidationError) -> list[tuple[str, str]]:
+    out = []
+    for e in err.errors():
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] in ("missing",):
+            msg = "required field is missing"
+        elif e["type"] == "extra_forbidden":
+            msg = "unknown field; check its spelling against examples/gridwatch.yaml"
+        loc = _loc(e["loc"])
+        for line in msg.splitlines():
+            # cross-reference checks name their own field: "cameras[3].grid: ..."
+            path, sep, rest = line.partition(": ")
+            if sep and re.fullmatch(r"[a-z_]+\[\d+\](\.[a-z_]+)*", path):
+                out.append((path if loc == "(top level)" else f"{loc}.{path}", mask_url(rest)))
+            else:
+                out.append((loc, mask_url(line)))
+    return out
+
+
+def parse_config(data: dict, source: str = "<config>") -> GridwatchConfig:
+    try:
+        return GridwatchConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(source, problems_of(err)) from None
+
+
+def load_config(path: Path | str) -> GridwatchConfig:
+    """Read and validate a YAML config; relative paths in it resolve against its folder."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(path, [("(file)", f"cannot read: {err.strerror}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        raise ConfigError(path, [(where, f"not valid YAML: {getattr(err, 'problem', err)}")]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(path, [("(top level)", "expected a mapping with grids: and cameras:")])
+    return parse_config(data, str(path)).resolve_paths(path.resolve().parent)

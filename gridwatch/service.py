@@ -1,0 +1,81 @@
+"""Start and stop a whole gridwatch: Redis (embedded or REDIS_URL), model, pipeline, API."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+import redis
+import uvicorn
+
+from alerts import AlertPublisher, CaseStore, EmbeddedValkey, EvidenceStore
+from api import create_app
+from gridwatch.config import GridwatchConfig, mask_url
+from gridwatch.runtime import Pipeline
+from models import resolve_weights
+from vision.detector import PersonDetector
+
+log = logging.getLogger(__name__)
+
+
+def redis_url_for(cfg: GridwatchConfig, stack: ExitStack) -> str:
+    """REDIS_URL, else the config's redis_url, else an embedded Valkey in the data directory."""
+    url = os.environ.get("REDIS_URL") or cfg.settings.redis_url
+    if url:
+        log.info("using Redis at %s", mask_url(url))
+        return url
+    server = stack.enter_context(EmbeddedValkey(cfg.settings.data_dir / "valkey"))
+    return server.url
+
+
+@dataclass
+class Service:
+    """One running gridwatch; ``with Service(cfg) as s:`` and everything stops on exit."""
+
+    cfg: GridwatchConfig
+    pipeline: Pipeline | None = None
+    store: CaseStore | None = None
+    redis_url: str = ""
+    _stack: ExitStack = field(default_factory=ExitStack)
+
+    def __enter__(self) -> "Service":
+        try:
+            cfg = self.cfg
+            det_cfg = cfg.detector
+            # weights first: no weights, no start, before any server is up
+            weights = resolve_weights(det_cfg.model, det_cfg.weights_dirs, cfg.settings.data_dir / "weights")
+            self.redis_url = redis_url_for(cfg, self._stack)
+            client = redis.Redis.from_url(self.redis_url)
+            client.ping()
+            self._stack.callback(client.close)
+            self.store = CaseStore(client)
+            self.evidence = EvidenceStore(cfg.alerts.evidence_dir)
+            detector = PersonDetector(weights, det_cfg)
+            publisher = AlertPublisher(cfg, self.store, self.evidence)
+            self.pipeline = Pipeline(cfg, detector, self.store, publisher).start()
+            self._stack.callback(self.pipeline.stop)
+            self.app = create_app(cfg, self.store, self.redis_url, self.evidence)
+            self.app.state.pipeline = self.pipeline
+            return self
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    def serve(self, host: str, port: int, duration: float | None = None, on_ready=None) -> None:
+        """Serve the API until Ctrl-C (or for ``duration`` seconds)."""
+        server = uvicorn.Server(uvicorn.Config(self.app, host=host, port=port, log_level="warning"))
+        if duration is not None:
+            threading.Timer(duration, lambda: setattr(server, "should_exit", True)).start()
+        if on_ready is not None:
+            def _announce():
+                while not server.started:
+                    time.sleep(0.05)
+                on_ready()
+            threading.Thread(target=_announce, daemon=True).start()
+        server.run()

@@ -1,0 +1,79 @@
+"""Shared fixtures: real servers (Valkey, Redis at REDIS_URL, GStreamer RTSP) and real footage."""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+
+from alerts import CaseStore, EmbeddedValkey
+from gridwatch.demo import fetch_vtest
+from streams import rtsp_server_available
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+IN_CI = bool(os.environ.get("CI"))
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip when a real part is missing here; in CI, where .ci/run installs everything, fail instead."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"CI should have installed this: {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def vtest() -> Path:
+    """PETS 2009 pedestrians (768x576, 10 fps) from Debian's opencv-doc, fetched with apt-get download."""
+    path = fetch_vtest(ROOT / ".cache" / "footage")
+    need(path is not None, "vtest.avi unavailable: apt-get download opencv-doc failed")
+    return path
+
+
+@pytest.fixture(scope="session")
+def rtsp_ok() -> bool:
+    need(rtsp_server_available(), "GStreamer RTSP server not installed (see .ci/run for the apt packages)")
+    return True
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is absent (evaluation footage lives outside the repository)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def valkey(tmp_path_factory) -> EmbeddedValkey:
+    server = EmbeddedValkey(tmp_path_factory.mktemp("valkey")).start()
+    yield server
+    server.stop()
+
+
+def _redis_params():
+    params = ["embedded-valkey"]
+    if os.environ.get("REDIS_URL"):
+        params.append("REDIS_URL")
+    return params
+
+
+@pytest.fixture(params=_redis_params())
+def redis_url(request, valkey) -> str:
+    """Each Redis-backed test runs on the embedded Valkey, and again on REDIS_URL's server when it is set."""
+    if request.param == "embedded-valkey":
+        return valkey.url
+    return os.environ["REDIS_URL"]
+
+
+@pytest.fixture
+def store(redis_url) -> CaseStore:
+    """A case store under a fresh key prefix, so tests never see each other's cases; cleaned up after."""
+    client = redis.Redis.from_url(redis_url)
+    prefix = f"gwtest-{uuid.uuid4().hex[:8]}"
+    yield CaseStore(client, prefix=prefix)
+    for key in client.scan_iter(f"{prefix}:*"):
+        client.delete(key)
+    client.close()
