@@ -133,7 +133,11 @@ class CaseStore:
         return case, True
 
     def append_update(self, cid: str, alert: Alert) -> dict | None:
-        """Add an ongoing incident's news to its case's timeline; None if the case is gone or closed."""
+        """Add an ongoing incident's news to its case's timeline; None if the case is gone.
+
+        A closed case is returned unchanged: within the cooldown, the incident its
+        people already dealt with does not come back as a new alert.
+        """
         with self.r.pipeline() as pipe:
             while True:
                 try:
@@ -143,7 +147,7 @@ class CaseStore:
                         return None
                     case = json.loads(raw)
                     if case["state"] == "closed":
-                        return None
+                        return case
                     case["updates"] += 1
                     case["count"] = max(case["count"], alert.count)
                     case["updated_at"] = time.time()

@@ -89,8 +89,7 @@ class ConflictMonitor:
         dt = np.maximum(np.diff(t), 1e-3)[:, None]
         height = np.maximum(b[:, 3] - b[:, 1], 1.0).mean()
         vel = np.diff(b, axis=0) / dt  # each box edge's velocity
-        accel = np.abs(np.diff(vel, axis=0)).mean()
-        return float(accel * dt.mean() / height)  # change per step, in heights/s
+        return float(np.abs(np.diff(vel, axis=0)).mean() / height)  # velocity change, in heights/s
 
     def update(self, ts: float, people: Detections) -> Incident | None:
         if people.tracker_id is None:

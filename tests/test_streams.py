@@ -1,0 +1,126 @@
+"""Camera intake against a real GStreamer RTSP server: frames flow, faults are seen, recovery happens."""
+import time
+
+import numpy as np
+
+from streams import Backoff, CameraReader, FrameSlot, RtspServer
+from vision.detections import Frame
+
+
+def wait_for(predicate, timeout: float, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+def test_slot_keeps_only_the_newest_and_counts_drops():
+    slot = FrameSlot()
+    for i in range(5):
+        slot.put(Frame("c", np.zeros((2, 2, 3), np.uint8), float(i), i))
+    got = slot.take()
+    assert got.seq == 4 and slot.dropped == 4
+    assert slot.take() is None
+
+
+def test_backoff_is_capped_with_jitter_and_resets():
+    b = Backoff(base=0.5, cap=8)
+    delays = [b.next_delay() for _ in range(10)]
+    assert 0.4 <= delays[0] <= 0.6
+    assert all(d <= 8 * 1.2 for d in delays) and max(delays) >= 8 * 0.8
+    b.reset()
+    assert b.next_delay() <= 0.6
+
+
+def test_file_is_sampled_at_the_analysis_rate(vtest):
+    slot = FrameSlot()
+    reader = CameraReader("file", str(vtest), fps=4, slot=slot)
+    reader.start()
+    got = []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 3.0:
+        if (f := slot.take()) is not None:
+            got.append(f)
+        time.sleep(0.02)
+    reader.stop()
+    h = reader.health
+    # vtest plays at 10 fps: ~30 frames decoded in 3 s, ~12 handed over at 4 fps
+    assert 20 <= h.frames_in <= 40, h
+    assert 8 <= len(got) <= 14, len(got)
+    assert got[0].image.shape == (576, 768, 3) and got[0].image.dtype == np.uint8
+    assert [f.seq for f in got] == sorted(f.seq for f in got)
+
+
+def test_rtsp_frames_then_server_killed_then_back(vtest, rtsp_ok):
+    server = RtspServer({"cam": vtest}).start()
+    slot = FrameSlot()
+    reader = CameraReader("cam", server.url("cam"), fps=5, slot=slot)
+    reader.start()
+    try:
+        assert wait_for(lambda: reader.health.frames_analysed >= 5, 15), reader.health
+        assert reader.health.state == "online"
+        server.stop()  # SIGKILL: PyAV's demuxer just ends
+        assert wait_for(lambda: reader.health.state in ("offline", "connecting"), 10), reader.health
+        assert wait_for(lambda: reader.health.reconnects >= 1, 10)
+        before = reader.health.frames_analysed
+        server = RtspServer({"cam": vtest}, port=server.port).start()  # the camera comes back
+        assert wait_for(lambda: reader.health.frames_analysed >= before + 5, 40), reader.health
+        assert reader.health.state == "online" and reader.health.last_error is None
+    finally:
+        reader.stop()
+        server.stop()
+
+
+def test_refused_connection_is_offline_with_the_error(rtsp_ok):
+    from streams.rtsp import free_port
+
+    reader = CameraReader("gone", f"rtsp://127.0.0.1:{free_port()}/x", fps=1, slot=FrameSlot())
+    reader.start()
+    try:
+        assert wait_for(lambda: reader.health.reconnects >= 1, 10)
+        assert reader.health.state in ("offline", "connecting") and reader.health.frames_in == 0
+        assert "refused" in (reader.health.last_error or "").lower()
+    finally:
+        reader.stop()
+
+
+def test_wrong_password_is_unauthorized_and_never_shown(vtest, rtsp_ok):
+    with RtspServer({"cam": vtest}, user="admin", password="right-one") as server:
+        bad = f"rtsp://admin:wrong-one@127.0.0.1:{server.port}/cam"
+        reader = CameraReader("locked", bad, fps=1, slot=FrameSlot())
+        good = CameraReader("open", server.url("cam"), fps=2, slot=FrameSlot())
+        reader.start()
+        good.start()
+        try:
+            assert wait_for(lambda: reader.health.state == "unauthorized", 15), reader.health
+            assert "wrong-one" not in str(reader.snapshot_health())
+            time.sleep(1.0)
+            assert reader.health.reconnects <= 1  # no tight retry loop against a locked camera
+            assert wait_for(lambda: good.health.frames_analysed >= 2, 15), good.health  # right password works
+        finally:
+            reader.stop()
+            good.stop()
+
+
+def test_hung_server_times_out_and_other_cameras_keep_flowing(vtest, rtsp_ok):
+    hung = RtspServer({"cam": vtest}).start()
+    healthy = RtspServer({"cam": vtest}).start()
+    a = CameraReader("hung", hung.url("cam"), fps=5, slot=FrameSlot(), read_timeout=3.0)
+    b = CameraReader("healthy", healthy.url("cam"), fps=5, slot=FrameSlot())
+    a.start()
+    b.start()
+    try:
+        assert wait_for(lambda: a.health.frames_analysed >= 3 and b.health.frames_analysed >= 3, 15)
+        hung.pause()  # SIGSTOP: sockets stay open, nothing arrives
+        b0, t0 = b.health.frames_analysed, time.monotonic()
+        assert wait_for(lambda: a.health.reconnects >= 1, 15), a.health  # the read timeout fired
+        rate = (b.health.frames_analysed - b0) / (time.monotonic() - t0)
+        assert rate >= 3.0, f"healthy camera slowed to {rate:.1f} fps while the other hung"
+    finally:
+        hung.resume()
+        a.stop()
+        b.stop()
+        hung.stop()
+        healthy.stop()
