@@ -3,7 +3,8 @@
 Runs under the system Python (``/usr/bin/python3``, which has ``gi``), not the
 virtual environment: ``python3 rtsp_server.py --port N NAME=FILE ...``.
 Each file is decoded and encoded to H.264 (no B-frames, short GOP) so any
-input the system's GStreamer decodes becomes a camera-like stream. Prints
+input the system's GStreamer decodes becomes a camera-like stream, and plays
+in a loop (``--once`` ends the stream at the end of the clip). Prints
 ``READY <port>`` once listening; exits on SIGTERM/SIGINT. Optional
 ``--user``/``--password`` require Basic authentication, like a real camera.
 
@@ -23,11 +24,29 @@ from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 def launch_line(path: str, fps: int, width: int) -> str:
     scale = f"videoscale ! video/x-raw,width={width},pixel-aspect-ratio=1/1 ! " if width else ""
     return (
-        f'( filesrc location="{path}" ! decodebin ! videoconvert ! videorate ! {scale}'
+        f'( filesrc location="{path}" ! decodebin ! videoconvert name=conv ! videorate ! {scale}'
         f"video/x-raw,framerate={fps}/1,format=I420 ! "
         f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} bframes=0 ! "
         f"video/x-h264,profile=baseline ! h264parse config-interval=-1 ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
     )
+
+
+def loop_forever(factory, media) -> None:
+    """Rewind the clip at its end so the camera never stops: the EOS is dropped before the
+    encoder and a flushing seek to the start is made from the main loop."""
+    pipeline = media.get_element()
+
+    def rewind():
+        pipeline.seek_simple(Gst.Format.TIME, Gst.SeekFlags.FLUSH | Gst.SeekFlags.KEY_UNIT, 0)
+        return False
+
+    def on_event(pad, info):
+        if info.get_event().type == Gst.EventType.EOS:
+            GLib.idle_add(rewind)
+            return Gst.PadProbeReturn.DROP
+        return Gst.PadProbeReturn.OK
+
+    pipeline.get_by_name("conv").get_static_pad("sink").add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM, on_event)
 
 
 def main() -> int:
@@ -35,6 +54,7 @@ def main() -> int:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--fps", type=int, default=10)
     ap.add_argument("--width", type=int, default=0, help="scale to this width (0 keeps the source size)")
+    ap.add_argument("--once", action="store_true", help="play each clip once, then end the stream")
     ap.add_argument("--user")
     ap.add_argument("--password")
     ap.add_argument("mounts", nargs="+", help="NAME=FILE")
@@ -49,7 +69,9 @@ def main() -> int:
         name, _, path = spec.partition("=")
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(launch_line(path, args.fps, args.width))
-        factory.set_shared(False)  # each client gets the clip from its start; a reconnect replays it
+        factory.set_shared(False)  # each client gets the clip from its start
+        if not args.once:
+            factory.connect("media-configure", loop_forever)
         if args.user:
             factory.add_role_from_structure(Gst.Structure.from_string(
                 "viewer, media.factory.access=(boolean)true, media.factory.construct=(boolean)true")[0])

@@ -77,3 +77,23 @@ def store(redis_url) -> CaseStore:
     for key in client.scan_iter(f"{prefix}:*"):
         client.delete(key)
     client.close()
+
+
+@pytest.fixture(scope="session")
+def short_clip(tmp_path_factory) -> Path:
+    """A 3-second H.264 clip (a moving square, 320x240, 10 fps), made here with PyAV."""
+    import av
+    import numpy as np
+
+    path = tmp_path_factory.mktemp("clips") / "short.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for i in range(30):
+            img = np.zeros((240, 320, 3), np.uint8)
+            img[100:140, 10 * i:10 * i + 40] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path

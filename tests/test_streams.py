@@ -124,3 +124,19 @@ def test_hung_server_times_out_and_other_cameras_keep_flowing(vtest, rtsp_ok):
         b.stop()
         hung.stop()
         healthy.stop()
+
+
+def test_server_loops_clips_so_a_demo_camera_never_ends(short_clip, rtsp_ok):
+    with RtspServer({"loop": short_clip}) as looping, RtspServer({"once": short_clip}, loop=False) as once:
+        a = CameraReader("loop", looping.url("loop"), fps=5, slot=FrameSlot())
+        b = CameraReader("once", once.url("once"), fps=5, slot=FrameSlot())
+        a.start()
+        b.start()
+        try:
+            time.sleep(7.5)  # two and a half plays of the 3 s clip
+            assert a.health.reconnects == 0 and a.health.state == "online", a.health
+            assert a.health.frames_in >= 55 and a.health.frames_analysed >= 25, a.health
+            assert b.health.reconnects >= 1  # the same clip played once ends its stream
+        finally:
+            a.stop()
+            b.stop()
