@@ -97,3 +97,59 @@ def short_clip(tmp_path_factory) -> Path:
         for packet in stream.encode():
             out.mux(packet)
     return path
+
+
+API_CONFIG = {
+    "grids": [{"id": "g-1", "name": "One"}, {"id": "g-2", "name": "Two", "parent": "g-1"}],
+    "cameras": [{"id": "cam-1", "name": "Gate", "url": "rtsp://admin:topsecret@192.0.2.1/s", "grid": "g-2",
+                 "lat": 31.2, "lon": 121.4, "zones": [{"id": "z1", "polygon": [[0, 0], [1, 0], [1, 1]],
+                                                      "crowding": {"threshold": 5}}]}],
+}
+
+
+@pytest.fixture
+def api(store, redis_url, tmp_path):
+    """The API on a real uvicorn server on a free loopback port, over a real Redis; an httpx client to it."""
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from alerts import EvidenceStore
+    from api import create_app
+    from gridwatch.config import parse_config
+    from streams.rtsp import free_port
+
+    evidence = EvidenceStore(tmp_path / "evidence")
+    app = create_app(parse_config(API_CONFIG), store, redis_url, evidence)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        client.store, client.evidence = store, evidence
+        yield client
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def make_case(api):
+    """Make a case through the real store, with a real JPEG snapshot: make_case(kind=..., zone=..., count=...)."""
+    import time
+
+    import numpy as np
+
+    from alerts import Alert
+
+    def make(kind="crowding", zone="z1", count=9):
+        snap = api.evidence.save_jpeg(np.full((48, 64, 3), 127, np.uint8))
+        case, _ = api.store.create_case(
+            Alert(kind, "cam-1", "Gate", "g-2", zone, time.time(), count, 0.8, f"{count} people", snap, 31.2, 121.4),
+            60)
+        return case
+
+    return make

@@ -3,58 +3,17 @@ import json
 import threading
 import time
 
-import httpx
-import numpy as np
-import pytest
-import uvicorn
 
-from alerts import Alert, EvidenceStore
-from api import create_app
-from gridwatch.config import parse_config
-from streams.rtsp import free_port
-
-CFG = parse_config({
-    "grids": [{"id": "g-1", "name": "One"}, {"id": "g-2", "name": "Two", "parent": "g-1"}],
-    "cameras": [{"id": "cam-1", "name": "Gate", "url": "rtsp://admin:topsecret@192.0.2.1/s", "grid": "g-2",
-                 "lat": 31.2, "lon": 121.4, "zones": [{"id": "z1", "polygon": [[0, 0], [1, 0], [1, 1]],
-                                                      "crowding": {"threshold": 5}}]}],
-})
-
-
-@pytest.fixture
-def api(store, redis_url, tmp_path):
-    evidence = EvidenceStore(tmp_path / "evidence")
-    app = create_app(CFG, store, redis_url, evidence)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-        client.store, client.evidence = store, evidence
-        yield client
-    server.should_exit = True
-    thread.join(10)
-
-
-def make_case(client, kind="crowding", zone="z1", count=9):
-    snap = client.evidence.save_jpeg(np.full((48, 64, 3), 127, np.uint8))
-    case, _ = client.store.create_case(
-        Alert(kind, "cam-1", "Gate", "g-2", zone, time.time(), count, 0.8, f"{count} people", snap, 31.2, 121.4), 60)
-    return case
-
-
-def test_cameras_with_health_and_no_password(api):
+def test_cameras_with_health_and_no_password(api, make_case):
     api.store.put_health({"cam-1": {"state": "online", "frames_in": 10, "frames_analysed": 4, "zones": {"z1": 3}}})
     body = api.get("/api/cameras").json()
     assert body[0]["state"] == "online" and body[0]["zones"][0]["count"] == 3
     assert "topsecret" not in json.dumps(body) and body[0]["url"] == "rtsp://admin:***@192.0.2.1/s"
 
 
-def test_alerts_filter_and_case_history(api):
-    crowd = make_case(api)
-    fight = make_case(api, kind="conflict", count=2)
+def test_alerts_filter_and_case_history(api, make_case):
+    crowd = make_case()
+    fight = make_case(kind="conflict", count=2)
     assert [a["id"] for a in api.get("/api/alerts").json()] == [fight["id"], crowd["id"]]
     assert [a["id"] for a in api.get("/api/alerts", params={"kind": "crowding"}).json()] == [crowd["id"]]
     assert api.get("/api/alerts", params={"grid": "g-1"}).json() == []
@@ -64,8 +23,8 @@ def test_alerts_filter_and_case_history(api):
     assert api.get("/api/cases/none").status_code == 404
 
 
-def test_transitions_and_409_on_illegal(api):
-    cid = make_case(api)["id"]
+def test_transitions_and_409_on_illegal(api, make_case):
+    cid = make_case()["id"]
     r = api.post(f"/api/cases/{cid}/close", json={"actor": "op"})
     assert r.status_code == 409 and "cannot close" in r.json()["detail"] and "it is new" in r.json()["detail"]
     assert api.post(f"/api/cases/{cid}/acknowledge", json={"actor": "op"}).json()["state"] == "acknowledged"
@@ -79,22 +38,22 @@ def test_transitions_and_409_on_illegal(api):
     assert [h["actor"] for h in done["history"]] == ["gridwatch", "op", "op", "w1", "op"]
 
 
-def test_evidence_is_served_and_paths_are_refused(api):
-    case = make_case(api)
+def test_evidence_is_served_and_paths_are_refused(api, make_case):
+    case = make_case()
     r = api.get(f"/api/evidence/{case['snapshot']}")
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg" and r.content[:2] == b"\xff\xd8"
     assert api.get("/api/evidence/..%2F..%2Fetc%2Fpasswd").status_code == 404
     assert api.get("/api/evidence/0000.jpg").status_code == 404
 
 
-def test_worker_takes_from_grid_queue(api):
-    case = make_case(api)
+def test_worker_takes_from_grid_queue(api, make_case):
+    case = make_case()
     assert api.post("/api/grids/g-2/take", params={"worker": "w1"}).json()["id"] == case["id"]
     assert api.post("/api/grids/g-2/take", params={"worker": "w2"}).status_code == 204
     assert api.post("/api/grids/nope/take", params={"worker": "w2"}).status_code == 404
 
 
-def test_new_alerts_are_pushed_as_server_sent_events(api):
+def test_new_alerts_are_pushed_as_server_sent_events(api, make_case):
     got = []
 
     def listen():
@@ -112,7 +71,7 @@ def test_new_alerts_are_pushed_as_server_sent_events(api):
     t.start()
     time.sleep(0.8)  # let the listener subscribe
     t0 = time.time()
-    case = make_case(api)
+    case = make_case()
     api.post(f"/api/cases/{case['id']}/acknowledge", json={"actor": "op"})
     t.join(15)
     assert [(e, d["id"], d["state"]) for e, d in got] == [("case.created", case["id"], "new"),
@@ -120,7 +79,7 @@ def test_new_alerts_are_pushed_as_server_sent_events(api):
     assert time.time() - t0 < 5
 
 
-def test_openapi_and_operator_page(api):
+def test_openapi_and_operator_page(api, make_case):
     spec = api.get("/openapi.json").json()
     assert "/api/cases/{case_id}/{action}" in spec["paths"] and "/api/alerts" in spec["paths"]
     assert api.get("/docs").status_code == 200

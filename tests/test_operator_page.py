@@ -1,0 +1,88 @@
+"""The operator page in a real browser (Debian's Chromium, headless, driven by Playwright).
+
+Screenshots of each run are kept in var/test-screenshots/.
+"""
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import need
+
+SHOTS = Path(__file__).resolve().parents[1] / "var" / "test-screenshots"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def page(api):
+    need(shutil.which(CHROMIUM) is not None, "Debian's chromium is not installed (scripts/setup.sh --test)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1366, "height": 900})
+        pg.set_default_timeout(10000)
+        yield pg
+        browser.close()
+
+
+def shot(page, name):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+def test_operator_sees_pushed_alerts_and_triages_them(api, make_case, page):
+    old = make_case(count=7)
+    page.goto(str(api.base_url))
+    page.wait_for_selector(f'[data-case-id="{old["id"]}"]')
+    page.wait_for_function("document.querySelector('#live').dataset.state === 'live'")
+
+    # a new alert arrives while the page is open: pushed, not reloaded
+    new = make_case(kind="conflict", count=2)
+    card = page.locator(f'[data-case-id="{new["id"]}"]')
+    card.wait_for()
+    assert card.get_attribute("data-state") == "new"
+    assert page.locator("#feed [data-case-id]").first.get_attribute("data-case-id") == new["id"]  # newest on top
+    img = card.locator("img").first
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=img.element_handle())
+
+    # acknowledge, then dispatch to a worker, from the buttons
+    card.locator('[data-action="acknowledge"]').click()
+    page.wait_for_selector(f'[data-case-id="{new["id"]}"][data-state="acknowledged"]')
+    card = page.locator(f'[data-case-id="{new["id"]}"]')
+    card.locator('[data-action="dispatch"]').click()
+    card.locator('[data-role="worker"]').fill("w-zhao")
+    card.locator('[data-role="send"]').click()
+    page.wait_for_selector(f'[data-case-id="{new["id"]}"][data-state="dispatched"]')
+    assert api.store.get(new["id"])["worker"] == "w-zhao"
+
+    # someone else acts on the old case meanwhile: the page follows, without a reload
+    api.store.transition(old["id"], "acknowledge", "op-2")
+    page.wait_for_selector(f'[data-case-id="{old["id"]}"][data-state="acknowledged"]')
+    shot(page, "operator-triage")
+
+    # a worker's verdict, then close
+    page.locator(f'[data-case-id="{new["id"]}"] [data-action="confirm"]').click()
+    page.wait_for_selector(f'[data-case-id="{new["id"]}"][data-state="verified"]')
+    page.locator(f'[data-case-id="{new["id"]}"] [data-action="close"]').click()
+    page.wait_for_selector(f'[data-case-id="{new["id"]}"][data-state="closed"]')
+    history = [h["actor"] for h in api.store.get(new["id"])["history"]]
+    assert history[0] == "gridwatch" and len(history) == 5
+
+
+def test_illegal_action_shows_the_servers_message(api, make_case, page):
+    case = make_case()
+    page.goto(str(api.base_url))
+    card = page.locator(f'[data-case-id="{case["id"]}"]')
+    card.wait_for()
+    api.store.transition(case["id"], "acknowledge", "op-elsewhere")  # another operator was quicker
+    # the page may not have redrawn yet: click the stale button and expect the 409's message
+    button = card.locator('[data-action="acknowledge"]')
+    if button.count():
+        button.click()
+        error = card.locator('[data-role="error"]')
+        error.wait_for()
+        assert "cannot acknowledge" in error.inner_text()
+    page.wait_for_selector(f'[data-case-id="{case["id"]}"][data-state="acknowledged"]')
