@@ -10,7 +10,7 @@ from fastapi.staticfiles import StaticFiles
 from alerts import CaseStore, EvidenceStore
 from gridwatch.config import GridwatchConfig
 
-from .routes import router
+from .routers import cameras, cases
 
 STATIC = Path(__file__).with_name("static")
 
@@ -20,7 +20,8 @@ def create_app(cfg: GridwatchConfig, store: CaseStore, redis_url: str, evidence:
     app = FastAPI(title="gridwatch", version="0.1.0",
                   description="Cameras, alerts and grid cases of the governance centre.")
     app.state.config, app.state.store, app.state.redis_url, app.state.evidence = cfg, store, redis_url, evidence
-    app.include_router(router)
+    app.include_router(cameras.router)
+    app.include_router(cases.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -99,8 +99,7 @@ class Pipeline:
     def _on_analysis(self, analysis: Analysis) -> None:
         for z in analysis.zones:
             self.zone_counts[(z.camera_id, z.zone_id)] = z.count
-        if analysis.incidents:
-            self.publisher.handle(analysis)
+        self.publisher.handle(analysis)  # every frame: the publisher may keep recent frames for evidence
 
     def health(self) -> dict[str, dict]:
         out = {}

@@ -1,6 +1,5 @@
 """Zone geometry and the rules' state machines, fed observations with explicit timestamps."""
 import numpy as np
-import pytest
 
 from gridwatch.config import ConflictRule, CrowdingRule
 from vision import ConflictMonitor, CrowdingMonitor, Detections, PolygonZone

@@ -1,7 +1,8 @@
-"""Thin routers: validate, call the store, shape the answer."""
+"""Alerts and cases: list, read, act on, take from a grid's queue, evidence, live push."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterable
 from typing import Annotated, Literal
 
@@ -13,40 +14,13 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from alerts import CaseNotFound, CaseStore, EvidenceStore, IllegalTransition
 from gridwatch.config import GridwatchConfig
 
-from .deps import get_config, get_evidence, get_store
-from .schemas import CameraOut, CaseDetail, CaseOut, ErrorOut, GridOut, TransitionIn, ZoneOut
+from ..deps import get_config, get_evidence, get_store
+from ..schemas import CaseDetail, CaseOut, ErrorOut, TransitionIn
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api")
 Store = Annotated[CaseStore, Depends(get_store)]
 Config = Annotated[GridwatchConfig, Depends(get_config)]
-
-
-@router.get("/health", tags=["system"])
-def health(store: Store) -> dict:
-    store.r.ping()
-    return {"status": "ok"}
-
-
-@router.get("/grids", tags=["cameras"])
-def list_grids(cfg: Config) -> list[GridOut]:
-    return [GridOut(id=g.id, name=g.name, parent=g.parent) for g in cfg.grids]
-
-
-@router.get("/cameras", tags=["cameras"])
-def list_cameras(cfg: Config, store: Store) -> list[CameraOut]:
-    """Every configured camera with its live health, as last reported by the pipeline."""
-    health = store.health()
-    out = []
-    for c in cfg.cameras:
-        h = health.get(c.id, {})
-        counts = h.get("zones", {})
-        out.append(CameraOut(
-            id=c.id, name=c.name, grid=c.grid, lat=c.lat, lon=c.lon, fps=c.fps, url=c.safe_url,
-            zones=[ZoneOut(id=z.id, name=z.name, polygon=z.polygon, count=counts.get(z.id)) for z in c.zones],
-            **{k: h[k] for k in ("state", "since", "frames_in", "frames_analysed", "frames_dropped", "reconnects",
-                                 "last_error") if k in h},
-        ))
-    return out
 
 
 @router.get("/alerts", tags=["cases"])
@@ -111,11 +85,17 @@ async def events(request: Request,
                  last_event_id: Annotated[str | None, Header()] = None) -> AsyncIterable[ServerSentEvent]:
     """Pushes ``case.created`` and ``case.updated`` as they happen; resumes after ``Last-Event-ID``."""
     store: CaseStore = request.app.state.store
-    client = aioredis.from_url(request.app.state.redis_url)
+    client = aioredis.from_url(request.app.state.redis_url, socket_timeout=30)
     last = last_event_id or "$"
     try:
         while not await request.is_disconnected():
-            got = await client.xread({store.events_stream: last}, block=5000, count=100)
+            try:
+                got = await client.xread({store.events_stream: last}, block=5000, count=100)
+            except (aioredis.ConnectionError, aioredis.TimeoutError) as err:
+                # Redis restarting: end this stream; the browser's EventSource reconnects with
+                # Last-Event-ID and resumes where it stopped
+                log.warning("event stream interrupted: %s", err)
+                return
             for _, entries in got or []:
                 for msg_id, fields in entries:
                     last = msg_id.decode()
