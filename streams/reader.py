@@ -10,6 +10,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
@@ -20,6 +21,8 @@ import numpy as np
 
 from gridwatch.config import mask_url
 from vision.detections import Frame
+
+from .decode import DecodePlanner
 
 log = logging.getLogger(__name__)
 
@@ -75,20 +78,49 @@ class Backoff:
 
 @dataclass
 class CameraHealth:
+    """What an operator and /metrics see of one camera; plain counters, read without locks."""
+
     camera_id: str
     state: CameraState = "connecting"
     since: float = field(default_factory=time.time)
-    frames_in: int = 0
-    frames_analysed: int = 0  # frames handed to the analyser (sampled)
-    frames_dropped: int = 0
+    frames_in: int = 0  # decoded
+    frames_analysed: int = 0  # handed to the analyser (sampled)
+    frames_dropped: int = 0  # handed over but replaced before the analyser took them
+    frames_skipped: int = 0  # packets never decoded (not needed for analysis)
+    packets: int = 0
+    decode_errors: int = 0
+    decode_cpu_s: float = 0.0  # CPU seconds spent decoding and converting, this camera's thread
     reconnects: int = 0
     last_frame_ts: float | None = None
     last_error: str | None = None
     width: int | None = None
     height: int | None = None
+    decode_mode: str = "unknown"  # keyframes | until-due | all
+    hwaccel: str = "cpu"
+    fps_in: float = 0.0
+    fps_analysed: float = 0.0
+    history: deque = field(default_factory=lambda: deque(maxlen=20))  # (state, since) transitions
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "history"}
+        d["history"] = [{"state": s, "since": t} for s, t in self.history]
+        return d
+
+
+def pick_hwaccel(requested: str = "auto") -> str | None:
+    """NVDEC through FFmpeg's CUDA hwaccel when an NVIDIA GPU is present, else None (CPU).
+
+    PyAV lists 'cuda' as available whenever FFmpeg was built with it, GPU or not,
+    so the device node is what decides.
+    """
+    if requested == "cpu":
+        return None
+    from av.codec.hwaccel import hwdevices_available
+
+    has_gpu = Path("/dev/nvidiactl").exists() and "cuda" in hwdevices_available()
+    if requested == "auto":
+        return "cuda" if has_gpu else None
+    return requested
 
 
 class StreamEnded(Exception):
@@ -108,17 +140,21 @@ class CameraReader(threading.Thread):
 
     def __init__(self, camera_id: str, url: str, fps: float, slot: FrameSlot,
                  open_timeout: float = 5.0, read_timeout: float = 5.0, loop_files: bool = True,
-                 clock: Callable[[], float] = time.time):
+                 max_side: int | None = 1280, hwaccel: str = "auto", clock: Callable[[], float] = time.time):
         super().__init__(name=f"reader-{camera_id}", daemon=True)
         self.camera_id, self.url, self.fps, self.slot = camera_id, url, fps, slot
         self.timeouts = (open_timeout, read_timeout)
         self.loop_files = loop_files
+        self.max_side = max_side  # frames are shrunk to this long side while converting (the model sees 640)
         self.is_file = urlsplit(url).scheme in ("", "file")
         self.health = CameraHealth(camera_id)
+        self.health.history.append((self.health.state, self.health.since))
+        self.hwaccel = pick_hwaccel(hwaccel)
         self.backoff = Backoff()
         self._stop_event = threading.Event()
         self._clock = clock
         self._seq = 0
+        self._rate_mark = (clock(), 0, 0)
 
     # --- public -----------------------------------------------------------------
     def stop(self, timeout: float | None = 10.0) -> None:
@@ -127,9 +163,16 @@ class CameraReader(threading.Thread):
             self.join(timeout)
 
     def snapshot_health(self) -> dict:
+        """Health now; also updates the rates (frames per second since the previous snapshot)."""
         h = self.health
         h.frames_dropped = self.slot.dropped
-        if h.state == "online" and h.last_frame_ts and self._clock() - h.last_frame_ts > self.STALL_S:
+        now = self._clock()
+        t0, n_in, n_an = self._rate_mark
+        if now - t0 >= 0.5:
+            h.fps_in = (h.frames_in - n_in) / (now - t0)
+            h.fps_analysed = (h.frames_analysed - n_an) / (now - t0)
+            self._rate_mark = (now, h.frames_in, h.frames_analysed)
+        if h.state == "online" and h.last_frame_ts and now - h.last_frame_ts > self.STALL_S:
             self._set_state("stalled")
         return h.as_dict()
 
@@ -141,6 +184,7 @@ class CameraReader(threading.Thread):
         if h.state != state:
             log.info("camera %s: %s -> %s%s", self.camera_id, h.state, state, f" ({h.last_error})" if error else "")
             h.state, h.since = state, self._clock()
+            h.history.append((state, h.since))
 
     def run(self) -> None:
         while not self._stop_event.is_set():
@@ -181,34 +225,80 @@ class CameraReader(threading.Thread):
             if not Path(path).is_file():
                 raise FileNotFoundError(f"no such video file: {path}")
             return av.open(path, timeout=self.timeouts)
-        return av.open(self.url, options=RTSP_OPTIONS, timeout=self.timeouts)
+        kwargs = {}
+        if self.hwaccel:
+            from av.codec.hwaccel import HWAccel
+
+            kwargs["hwaccel"] = HWAccel(self.hwaccel, allow_software_fallback=True)
+        return av.open(self.url, options=RTSP_OPTIONS, timeout=self.timeouts, **kwargs)
+
+    MAX_CONSECUTIVE_DECODE_ERRORS = 50
 
     def _read_once(self) -> None:
         with self._open() as container:
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            period = 1.0 / self.fps
-            next_due: float | None = None
+            cc = stream.codec_context
+            # one decoding thread per camera: hundreds of cameras already use every core, and
+            # FFmpeg's per-decoder frame threads would multiply memory and latency
+            cc.thread_count = 1
+            self.health.hwaccel = self.hwaccel or "cpu"
+            tb = stream.time_base
+            planner = DecodePlanner(1.0 / self.fps)
             wall0 = pts0 = None
-            t = 0.0
+            errors = 0
             for packet in container.demux(stream):
                 if self._stop_event.is_set():
                     return
-                for frame in packet.decode():
-                    t = frame.time if frame.time is not None else t  # the first RTSP frame may lack a pts
-                    if next_due is not None and next_due - t > 2 * period + 1.0:
-                        next_due = None  # timestamps jumped back (camera restarted its clock)
-                    if self.is_file:  # pace a file like a live camera
-                        if wall0 is None:
-                            wall0, pts0 = self._clock(), t
-                        ahead = (t - pts0) - (self._clock() - wall0)
-                        if ahead > 0 and self._stop_event.wait(ahead):
-                            return
+                if packet.size == 0:
+                    continue  # the demuxer's flush packet
+                received = self._clock()
+                h = self.health
+                h.packets += 1
+                t = float(packet.pts * tb) if packet.pts is not None and tb else None
+                if self.is_file and t is not None:  # pace a file like a live camera
+                    if wall0 is None:
+                        wall0, pts0 = received, t
+                    ahead = (t - pts0) - (received - wall0)
+                    if ahead > 0 and self._stop_event.wait(ahead):
+                        return
+                reorders = bool(cc.has_b_frames)
+                if reorders:
+                    # frames come out of order: no cutting the chain; let the decoder skip what no one references
+                    h.decode_mode = "all"
+                    cc.skip_frame = "NONREF" if self.fps * 2 <= (stream.average_rate or 25) else "DEFAULT"
+                elif not planner.should_decode(t, packet.is_keyframe):
+                    h.frames_skipped += 1
+                    continue
+                else:
+                    h.decode_mode = "keyframes" if planner.keyframe_only else (
+                        "until-due" if planner.gop is not None else "all")
+                cpu0 = time.thread_time()
+                try:
+                    frames = packet.decode()
+                    errors = 0
+                except (av.error.InvalidDataError, av.error.UndefinedError) as err:
+                    # corrupt data: skip the packet, keep the connection; give up only if it persists
+                    h.decode_errors += 1
+                    errors += 1
+                    h.last_error = f"decode error: {err}"
+                    if errors >= self.MAX_CONSECUTIVE_DECODE_ERRORS:
+                        raise
+                    continue
+                for frame in frames:
                     self._on_frame_decoded(frame.width, frame.height)
-                    if next_due is not None and t < next_due:
-                        continue  # not analysed: never converted to BGR
-                    next_due = t + period if next_due is None or t - next_due > period else next_due + period
-                    self._hand_off(frame.to_ndarray(format="bgr24"))
+                    ft = frame.time if frame.time is not None else t
+                    if ft is None or planner.due(ft):
+                        self._hand_off(self._to_bgr(frame), received)
+                h.decode_cpu_s += time.thread_time() - cpu0
+
+    def _to_bgr(self, frame) -> np.ndarray:
+        """BGR for the analyser, shrunk on the way if larger than ``max_side`` (one swscale pass)."""
+        w, h = frame.width, frame.height
+        if self.max_side and max(w, h) > self.max_side:
+            scale = self.max_side / max(w, h)
+            w, h = int(round(w * scale / 2)) * 2, int(round(h * scale / 2)) * 2
+            return frame.to_ndarray(format="bgr24", width=w, height=h, interpolation="FAST_BILINEAR")
+        return frame.to_ndarray(format="bgr24")
 
     def _on_frame_decoded(self, width: int, height: int) -> None:
         h = self.health
@@ -220,7 +310,7 @@ class CameraReader(threading.Thread):
             h.last_error = None
             self.backoff.reset()
 
-    def _hand_off(self, image: np.ndarray) -> None:
+    def _hand_off(self, image: np.ndarray, received: float) -> None:
         self._seq += 1
         self.health.frames_analysed += 1
-        self.slot.put(Frame(self.camera_id, image, self._clock(), self._seq))
+        self.slot.put(Frame(self.camera_id, image, received, self._seq))

@@ -33,10 +33,12 @@ class RtspServer:
     """A real RTSP server serving files as cameras at ``rtsp://127.0.0.1:PORT/NAME``."""
 
     def __init__(self, mounts: dict[str, Path | str], port: int | None = None, fps: int = 10, width: int = 0,
-                 user: str | None = None, password: str | None = None, loop: bool = True):
+                 user: str | None = None, password: str | None = None, loop: bool = True,
+                 passthrough: bool = False):
         self.mounts = {k: str(v) for k, v in mounts.items()}
         self.port = port or free_port()
         self.fps, self.width, self.user, self.password, self.loop = fps, width, user, password, loop
+        self.passthrough = passthrough
         self.proc: subprocess.Popen | None = None
 
     def url(self, name: str, credentials: bool = True) -> str:
@@ -47,6 +49,8 @@ class RtspServer:
         cmd = [SYSTEM_PYTHON, str(_SCRIPT), "--port", str(self.port), "--fps", str(self.fps), "--width", str(self.width)]
         if not self.loop:
             cmd.append("--once")
+        if self.passthrough:
+            cmd.append("--passthrough")
         if self.user:
             cmd += ["--user", self.user, "--password", self.password or ""]
         cmd += [f"{k}={v}" for k, v in self.mounts.items()]

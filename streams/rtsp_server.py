@@ -4,7 +4,9 @@ Runs under the system Python (``/usr/bin/python3``, which has ``gi``), not the
 virtual environment: ``python3 rtsp_server.py --port N NAME=FILE ...``.
 Each file is decoded and encoded to H.264 (no B-frames, short GOP) so any
 input the system's GStreamer decodes becomes a camera-like stream, and plays
-in a loop (``--once`` ends the stream at the end of the clip). Prints
+in a loop (``--once`` ends the stream at the end of the clip). ``--passthrough``
+serves H.264 files (MP4, MKV or Annex-B) as they are, which costs the server
+almost nothing: what the ingest benchmark uses. Prints
 ``READY <port>`` once listening; exits on SIGTERM/SIGINT. Optional
 ``--user``/``--password`` require Basic authentication, like a real camera.
 
@@ -19,6 +21,15 @@ import gi
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+
+
+def passthrough_line(path: str) -> str:
+    """Serve an H.264 file as it is: no decoding, no encoding (what a camera's own encoder does)."""
+    low = path.lower()
+    demux = ("qtdemux ! " if low.endswith((".mp4", ".mov")) else
+             "matroskademux ! " if low.endswith(".mkv") else "")  # .h264/.264: an Annex-B elementary stream
+    return (f'( filesrc location="{path}" ! {demux}h264parse name=conv config-interval=-1 ! '
+            f"rtph264pay name=pay0 pt=96 config-interval=-1 )")
 
 
 def launch_line(path: str, fps: int, width: int) -> str:
@@ -55,6 +66,7 @@ def main() -> int:
     ap.add_argument("--fps", type=int, default=10)
     ap.add_argument("--width", type=int, default=0, help="scale to this width (0 keeps the source size)")
     ap.add_argument("--once", action="store_true", help="play each clip once, then end the stream")
+    ap.add_argument("--passthrough", action="store_true", help="serve H.264 files without re-encoding")
     ap.add_argument("--user")
     ap.add_argument("--password")
     ap.add_argument("mounts", nargs="+", help="NAME=FILE")
@@ -68,7 +80,7 @@ def main() -> int:
     for spec in args.mounts:
         name, _, path = spec.partition("=")
         factory = GstRtspServer.RTSPMediaFactory()
-        factory.set_launch(launch_line(path, args.fps, args.width))
+        factory.set_launch(passthrough_line(path) if args.passthrough else launch_line(path, args.fps, args.width))
         factory.set_shared(False)  # each client gets the clip from its start
         if not args.once:
             factory.connect("media-configure", loop_forever)

@@ -1,0 +1,53 @@
+"""Camera-like H.264 clips made from any footage: the size, rate and GOP of a real camera's stream.
+
+Used by the tests and the ingest benchmark to stand in for cameras, served by
+the RTSP server in passthrough mode.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def make_h264_clip(source: Path | str | None, dest: Path | str, width: int, height: int, fps: int, gop: int,
+                   seconds: float, container: str = "mp4") -> Path:
+    """Re-encode ``source`` (or a moving test pattern when None) as H.264 with no B-frames.
+
+    ``container`` "mp4" or "h264" (an Annex-B elementary stream, which can be
+    concatenated with another to change resolution mid-stream).
+    """
+    dest = Path(dest)
+    n = int(round(fps * seconds))
+    frames = _frames(source, width, height, n)
+    fmt = {"mp4": "mp4", "h264": "h264"}[container]
+    with av.open(str(dest), "w", format=fmt) as out:
+        stream = out.add_stream("libx264", rate=fps,
+                                options={"preset": "veryfast", "tune": "zerolatency", "bf": "0",
+                                         "g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for img in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return dest
+
+
+def _frames(source, width: int, height: int, n: int):
+    if source is None:
+        for i in range(n):
+            img = np.full((height, width, 3), 40, np.uint8)
+            x = (i * 7) % max(width - 40, 1)
+            img[height // 3: height // 3 + 40, x:x + 40] = (40, 200, 240)
+            yield img
+        return
+    produced = 0
+    while produced < n:  # loop the source when it is shorter than asked
+        with av.open(str(source)) as c:
+            for f in c.decode(video=0):
+                yield f.to_ndarray(format="bgr24", width=width, height=height)
+                produced += 1
+                if produced >= n:
+                    return
