@@ -1,37 +1,57 @@
-"""Cases on Redis: a stream per grid with a consumer group for its workers, and the case lifecycle.
+"""Cases on Redis: the grid queues, the case lifecycle with time limits, the audit log, feedback.
 
-Keys (prefix ``gw``):
-  ``gw:case:{id}``            the case as JSON
-  ``gw:case:{id}:history``    list of JSON entries (append only): who did what, when
-  ``gw:cases``                sorted set id -> created time, newest-first listings
-  ``gw:grid:{grid}:cases``    stream per grid, consumer group ``workers``
-  ``gw:events``               stream of case.created / case.updated, for pushing to browsers
-  ``gw:dedupe:{cam}:{zone}:{kind}``  open case of an incident key, expires after the cooldown
-  ``gw:cameras``              hash camera id -> health JSON, written by the pipeline
+Keys (prefix ``gw``; docs/queue.md has the whole picture):
+  ``gw:case:{id}``               the case as JSON (``version`` counts its changes)
+  ``gw:case:{id}:history``       audit log, append only, hash-chained: who did what, when
+  ``gw:case:{id}:evidence``      names of the evidence files the case refers to
+  ``gw:cases``                   sorted set id -> incident time, newest-first listings
+  ``gw:grid:{grid}:cases``       every case that entered the grid, in order (a log)
+  ``gw:grid:{grid}:q{1..4}``     delivery streams per priority, consumer group ``workers``
+  ``gw:grid:{grid}:supervisor``  escalations for the grid's supervisor
+  ``gw:incident:{id}``           incident id -> case id and the last alert seq seen (idempotency)
+  ``gw:dedupe:{cam}:{zone}:{kind}``  open case of a (camera, zone, kind) during the cooldown
+  ``gw:deadlines``               sorted set case id -> when its state's time limit runs out
+  ``gw:deadletter``  ``gw:police``  ``gw:feedback``  ``gw:events``   streams
+  ``gw:zones``, ``gw:zone:{cam}|{zone}|{kind}``   alert and verdict counters per zone (feedback report)
+  ``gw:evidence:keep``           evidence file name -> keep until (retention)
+  ``gw:cameras``                 hash camera id -> health JSON, written by the pipeline
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Literal
 
 import redis
 
-CaseState = Literal["new", "acknowledged", "dispatched", "verified", "closed"]
-Verdict = Literal["confirmed", "false_alarm"]
-Action = Literal["acknowledge", "dispatch", "verify", "close"]
+from gridwatch.config import AlertsConfig
+
+from . import lua
+
+CaseState = Literal["new", "acknowledged", "dispatched", "on_site", "resolved", "closed"]
+Verdict = Literal["confirmed", "false_alarm", "not_found"]
+Action = Literal["acknowledge", "dispatch", "accept", "reassign", "arrive", "resolve", "close"]
+STATES: tuple[str, ...] = ("new", "acknowledged", "dispatched", "on_site", "resolved", "closed")
+VERDICTS: tuple[str, ...] = ("confirmed", "false_alarm", "not_found")
+PRIORITIES: tuple[int, ...] = (1, 2, 3, 4)  # 1 fight; crowds 2 (>= 2x threshold), 3 (>= 1.5x), 4
+GROUP = "workers"
+INCIDENT_TTL_S = 7 * 86400  # how long a repeated alert of an incident is still recognised
 
 # action -> (states it may be taken from, state it leads to)
 TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "acknowledge": (frozenset({"new"}), "acknowledged"),
-    "dispatch": (frozenset({"acknowledged", "dispatched"}), "dispatched"),  # again = reassign
-    # an operator may verify from the video without sending anyone (e.g. an obvious false alarm)
-    "verify": (frozenset({"acknowledged", "dispatched"}), "verified"),
-    "close": (frozenset({"verified"}), "closed"),
+    "dispatch": (frozenset({"acknowledged"}), "dispatched"),  # an operator sends a worker
+    "accept": (frozenset({"new", "acknowledged"}), "dispatched"),  # a worker who took it from the queue goes
+    "reassign": (frozenset({"dispatched", "on_site"}), "dispatched"),
+    "arrive": (frozenset({"dispatched"}), "on_site"),
+    # an operator may resolve from the video without sending anyone (e.g. an obvious false alarm)
+    "resolve": (frozenset({"acknowledged", "dispatched", "on_site"}), "resolved"),
+    "close": (frozenset({"resolved"}), "closed"),
 }
-GROUP = "workers"
+_LIMIT_FIELD = {"new": "new_s", "acknowledged": "acknowledged_s", "dispatched": "dispatched_s",
+                "on_site": "on_site_s", "resolved": "resolved_s"}
 
 
 class IllegalTransition(Exception):
@@ -44,9 +64,28 @@ class CaseNotFound(KeyError):
     pass
 
 
+def incident_id_for(camera_id: str, zone_id: str, kind: str, start_ts: float) -> str:
+    """Stable id of one incident: the same (camera, zone, kind, start) always gives the same id; sorts by time."""
+    ms = int(round(start_ts * 1000))
+    digest = hashlib.sha1(f"{camera_id}\0{zone_id}\0{kind}\0{ms}".encode()).hexdigest()[:10]
+    return f"{ms:013x}-{digest}"
+
+
+def priority_of(kind: str, count: int, threshold: int | None) -> tuple[int, str]:
+    """A fight before any crowd; crowds by density (count against the zone's threshold)."""
+    if kind == "conflict":
+        return 1, "fight"
+    ratio = count / threshold if threshold else 1.0
+    if ratio >= 2.0:
+        return 2, "high"
+    if ratio >= 1.5:
+        return 3, "elevated"
+    return 4, "normal"
+
+
 @dataclass(frozen=True)
 class Alert:
-    """What the pipeline sends into the queue: one incident, with its evidence."""
+    """What the pipeline sends into the queue: one incident (or news of it), with its evidence."""
 
     kind: str
     camera_id: str
@@ -60,108 +99,112 @@ class Alert:
     snapshot: str | None  # evidence file name, served at /api/evidence/{snapshot}
     lat: float
     lon: float
+    incident_id: str = ""  # stable id; empty: derived from (camera, zone, kind, ts)
+    seq: int = 0  # 0 the start, then 1, 2 ... for its updates and its end; repeats are ignored
+    priority: int = 0  # 0: from the kind (fight 1, crowd 4)
+    level: str = ""
+    phase: Literal["start", "update", "end"] = "start"
 
     @property
     def dedupe_key(self) -> str:
         return f"{self.camera_id}:{self.zone_id}:{self.kind}"
 
+    def normalised(self) -> "Alert":
+        """With the incident id and priority filled in."""
+        iid = self.incident_id or incident_id_for(self.camera_id, self.zone_id, self.kind, self.ts)
+        prio, level = priority_of(self.kind, self.count, None)
+        if self.priority:
+            prio, level = self.priority, self.level or level
+        return Alert(**{**asdict(self), "incident_id": iid, "priority": prio, "level": level})
 
-def new_case_id(ts: float) -> str:
-    """Sorts by time; unique across processes."""
-    return f"{int(ts * 1000):013x}-{os.urandom(3).hex()}"
+    def to_json(self) -> str:
+        return json.dumps(asdict(self.normalised()))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Alert":
+        return cls(**json.loads(text))
+
+
+def _hist_entry(raw: bytes) -> dict:
+    return json.loads(raw)
 
 
 class CaseStore:
-    """All case reads and writes; every write also lands on ``gw:events``."""
+    """All case reads and writes; every write also lands on ``gw:events`` (what browsers and outputs follow)."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "gw"):
+    def __init__(self, client: redis.Redis, prefix: str = "gw", policy: AlertsConfig | None = None):
         self.r = client
         self.p = prefix
+        self.policy = policy or AlertsConfig()
+        self._ingest = client.register_script(lua.INGEST)
+        self._commit_script = client.register_script(lua.COMMIT)
+        self._escalate = client.register_script(lua.ESCALATE)
+        self._attach = client.register_script(lua.ATTACH)
+
+    def with_policy(self, policy: AlertsConfig) -> "CaseStore":
+        """The same queue, under the time limits and delivery rules of a config."""
+        return CaseStore(self.r, self.p, policy)
 
     # keys
+    def k(self, *parts: str) -> str:
+        return ":".join((self.p, *parts))
+
     def _case(self, cid: str) -> str:
-        return f"{self.p}:case:{cid}"
+        return self.k("case", cid)
 
     def _hist(self, cid: str) -> str:
-        return f"{self.p}:case:{cid}:history"
+        return self.k("case", cid, "history")
 
     def grid_stream(self, grid: str) -> str:
-        return f"{self.p}:grid:{grid}:cases"
+        """Every case that entered ``grid``, in order (a log, no consumer group)."""
+        return self.k("grid", grid, "cases")
+
+    def queue_stream(self, grid: str, priority: int) -> str:
+        return self.k("grid", grid, f"q{priority}")
+
+    def supervisor_stream(self, grid: str) -> str:
+        return self.k("grid", grid, "supervisor")
 
     @property
     def events_stream(self) -> str:
-        return f"{self.p}:events"
+        return self.k("events")
+
+    def limit_s(self, state: str) -> float | None:
+        field = _LIMIT_FIELD.get(state)
+        return getattr(self.policy.limits, field) if field else None
 
     # --- alerts in ----------------------------------------------------------------
-    def open_case_for(self, dedupe_key: str) -> str | None:
-        cid = self.r.get(f"{self.p}:dedupe:{dedupe_key}")
-        return cid.decode() if cid else None
+    def ingest(self, alert: Alert, cooldown_s: float | None = None) -> tuple[str, dict | None]:
+        """One alert into the queue, atomically and idempotently; returns (status, case).
+
+        status: ``created`` (a new case in the grid's queue), ``updated`` / ``ended`` (news on the
+        incident's open case), ``absorbed`` (its case is closed, within the cooldown), ``duplicate``
+        (this alert was seen before: a retry or a replay), ``ignored`` (the end of an unknown incident).
+        """
+        a = alert.normalised()
+        cooldown = self.policy.cooldown_s if cooldown_s is None else cooldown_s
+        cid, status, raw = self._ingest(args=[self.p, a.to_json(), int(cooldown * 1000), repr(time.time()),
+                                              self.policy.limits.new_s, INCIDENT_TTL_S])
+        return status.decode(), (json.loads(raw) if raw else None)
 
     def create_case(self, alert: Alert, cooldown_s: float) -> tuple[dict, bool]:
-        """A new case for ``alert``, or the open case of the same (camera, zone, kind) within the cooldown.
+        """A new case for ``alert``, or the open case of the same incident / (camera, zone, kind) in the cooldown."""
+        status, case = self.ingest(alert, cooldown_s)
+        if case is None:
+            case = self.get(self.case_of_incident(alert.normalised().incident_id))
+        return case, status == "created"
 
-        Returns (case, created). The dedupe key is taken with SET NX, so two
-        processes racing on the same incident still make one case.
-        """
-        cid = new_case_id(alert.ts)
-        key = f"{self.p}:dedupe:{alert.dedupe_key}"
-        if not self.r.set(key, cid, nx=True, px=max(int(cooldown_s * 1000), 1)):
-            existing = self.r.get(key)
-            if existing is not None:
-                case = self.append_update(existing.decode(), alert)
-                if case is not None:
-                    return case, False
-            self.r.set(key, cid, px=max(int(cooldown_s * 1000), 1))
-        now = time.time()
-        stream = self.grid_stream(alert.grid_id)
-        try:
-            self.r.xgroup_create(stream, GROUP, id="0", mkstream=True)
-        except redis.ResponseError as err:
-            if "BUSYGROUP" not in str(err):
-                raise
-        # delivery entry first, so the case can carry its id; take() waits out the short gap
-        stream_id = self.r.xadd(stream, {"case": cid, "kind": alert.kind, "camera": alert.camera_id}).decode()
-        case = {"id": cid, **asdict(alert), "state": "new", "verdict": None, "worker": None,
-                "created_at": now, "updated_at": now, "updates": 0, "stream_id": stream_id}
-        entry = {"ts": now, "actor": "gridwatch", "action": "create", "state": "new", "note": alert.detail}
-        pipe = self.r.pipeline(transaction=True)
-        pipe.set(self._case(cid), json.dumps(case))
-        pipe.rpush(self._hist(cid), json.dumps(entry))
-        pipe.zadd(f"{self.p}:cases", {cid: alert.ts})
-        pipe.execute()
-        self._event("case.created", case)
-        return case, True
+    def case_of_incident(self, incident_id: str) -> str:
+        cid = self.r.hget(self.k("incident", incident_id), "case")
+        if cid is None:
+            raise CaseNotFound(incident_id)
+        return cid.decode()
 
-    def append_update(self, cid: str, alert: Alert) -> dict | None:
-        """Add an ongoing incident's news to its case's timeline; None if the case is gone.
-
-        A closed case is returned unchanged: within the cooldown, the incident its
-        people already dealt with does not come back as a new alert.
-        """
-        with self.r.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(self._case(cid))
-                    raw = pipe.get(self._case(cid))
-                    if raw is None:
-                        return None
-                    case = json.loads(raw)
-                    if case["state"] == "closed":
-                        return case
-                    case["updates"] += 1
-                    case["count"] = max(case["count"], alert.count)
-                    case["updated_at"] = time.time()
-                    entry = {"ts": case["updated_at"], "actor": "gridwatch", "action": "update",
-                             "state": case["state"], "note": alert.detail, "count": alert.count}
-                    pipe.multi()
-                    pipe.set(self._case(cid), json.dumps(case))
-                    pipe.rpush(self._hist(cid), json.dumps(entry))
-                    pipe.execute()
-                    break
-                except redis.WatchError:
-                    continue
-        self._event("case.updated", case)
-        return case
+    def attach(self, incident_id: str, field: Literal["clip"], name: str) -> str:
+        """Reference an evidence file (a clip finished after the alert) from the incident's case; idempotent."""
+        until = time.time() + self.policy.retention.evidence_days * 86400
+        _, status = self._attach(args=[self.p, incident_id, field, name, repr(time.time()), repr(until)])
+        return status.decode()
 
     # --- people act -----------------------------------------------------------------
     def transition(self, cid: str, action: str, actor: str, *, worker: str | None = None,
@@ -170,80 +213,261 @@ class CaseStore:
             raise ValueError(f"unknown action {action!r}; one of {sorted(TRANSITIONS)}")
         if not actor:
             raise ValueError("actor is required: who takes this action")
-        if action == "dispatch" and not worker:
-            raise ValueError("dispatch needs worker: the grid worker sent to the place")
-        if action == "verify" and verdict not in ("confirmed", "false_alarm"):
-            raise ValueError("verify needs verdict: 'confirmed' or 'false_alarm'")
+        if action in ("dispatch", "reassign") and not worker:
+            raise ValueError(f"{action} needs worker: the grid worker sent to the place")
+        if action == "accept":
+            worker = worker or actor
+        if action == "resolve" and verdict not in VERDICTS:
+            raise ValueError(f"resolve needs verdict: one of {', '.join(VERDICTS)}")
         allowed, target = TRANSITIONS[action]
-        with self.r.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(self._case(cid))
-                    raw = pipe.get(self._case(cid))
-                    if raw is None:
-                        raise CaseNotFound(cid)
-                    case = json.loads(raw)
-                    if case["state"] not in allowed:
-                        raise IllegalTransition(cid, action, case["state"])
-                    now = time.time()
-                    case.update(state=target, updated_at=now)
-                    if worker:
-                        case["worker"] = worker
-                    if verdict:
-                        case["verdict"] = verdict
-                    entry = {"ts": now, "actor": actor, "action": action, "state": target, "note": note,
-                             "worker": worker, "verdict": verdict}
-                    pipe.multi()
-                    pipe.set(self._case(cid), json.dumps(case))
-                    pipe.rpush(self._hist(cid), json.dumps({k: v for k, v in entry.items() if v is not None}))
-                    pipe.execute()
-                    break
-                except redis.WatchError:
-                    continue
-        if target in ("dispatched", "closed"):
-            self._ack_delivery(case)
-        self._event("case.updated", case)
-        return case
+        for _ in range(100):
+            case = self._load(cid)
+            if case["state"] not in allowed:
+                raise IllegalTransition(cid, action, case["state"])
+            if action == "reassign" and worker == case.get("worker"):
+                raise ValueError(f"reassign needs a different worker: {worker} already has case {cid}")
+            now = time.time()
+            after = {**case, "state": target, "updated_at": now, "state_since": now, "escalation_level": 0,
+                     "version": case["version"] + 1}
+            if worker:
+                after["worker"] = worker
+            if verdict and action == "resolve":
+                after["verdict"] = verdict
+                after["resolved_by"] = actor
+            entry = {"ts": now, "actor": actor, "action": action, "state": target, "note": note, "worker": worker,
+                     "verdict": verdict if action == "resolve" else None}
+            if action == "reassign":
+                entry["note"] = f"from {case.get('worker')}" + (f": {note}" if note else "")
+            limit = self.limit_s(target)
+            extras, counters, pins = self._side_effects(case, after, action, actor, note)
+            out = self._commit(case, after, entry, "case.updated",
+                               deadline=repr(now + limit) if limit else "clear",
+                               extras=extras, counters=counters, pins=pins, police=note or action)
+            if out is not None:
+                if action in ("dispatch", "accept", "resolve", "close"):
+                    self._ack_delivery(after)
+                return out
+        raise RuntimeError(f"case {cid} changed 100 times while {action} was tried; try again")
+
+    def _side_effects(self, before: dict, after: dict, action: str, actor: str, note: str | None):
+        """Feedback counters and records on a verdict; retention of the evidence when a case closes."""
+        extras, counters, pins = [], [], []
+        if action == "resolve":
+            zone = f"{after['camera_id']}|{after['zone_id']}|{after['kind']}"
+            counters.append([self.k("zone", zone), after["verdict"], 1])
+            extras.append([self.k("feedback"), {
+                "case": after["id"], "camera": after["camera_id"], "zone": after["zone_id"], "kind": after["kind"],
+                "verdict": after["verdict"], "actor": actor, "worker": after.get("worker") or "", "note": note or "",
+                "count": after["count"], "score": after["score"], "priority": after["priority"],
+                "snapshot": after.get("snapshot") or "", "clip": after.get("clip") or "",
+                "photos": json.dumps(after.get("photos") or []), "ts": repr(time.time())}])
+        if action == "close":
+            days = (self.policy.retention.feedback_days if after.get("verdict") == "false_alarm"
+                    else self.policy.retention.evidence_days)
+            until = repr(time.time() + days * 86400)
+            pins = [[n.decode(), until] for n in self.r.smembers(self.k("case", after["id"], "evidence"))]
+        return extras, counters, pins
+
+    def add_note(self, cid: str, actor: str, note: str | None = None, photo: str | None = None) -> dict:
+        """A worker's note and/or photo (an evidence file name) on the case's timeline."""
+        if not actor:
+            raise ValueError("actor is required: who writes the note")
+        if not note and not photo:
+            raise ValueError("a note needs text or a photo")
+        for _ in range(100):
+            case = self._load(cid)
+            if case["state"] == "closed":
+                raise IllegalTransition(cid, "note", "closed")
+            now = time.time()
+            after = {**case, "updated_at": now, "version": case["version"] + 1, "notes": case.get("notes", 0) + 1}
+            if photo:
+                after["photos"] = [*(case.get("photos") or []), photo]
+            entry = {"ts": now, "actor": actor, "action": "photo" if photo else "note", "state": case["state"],
+                     "note": note, "photo": photo}
+            out = self._commit(case, after, entry, "case.updated", pins=[[photo, "+inf"]] if photo else [],
+                               police=note or "photo")
+            if out is not None:
+                return out
+        raise RuntimeError(f"case {cid} changed 100 times while a note was added; try again")
+
+    def _commit(self, before: dict, after: dict, entry: dict, event: str, *, deadline: str = "",
+                extras: list | None = None, counters: list | None = None, pins: list | None = None,
+                police: str = "") -> dict | None:
+        """Write a changed case, its audit entry, event and side effects in one step; None if it changed meanwhile."""
+        after = {k: v for k, v in after.items() if k not in ("history", "delivery_id", "deliveries")}
+        entry = {k: v for k, v in entry.items() if v is not None}
+        out = self._commit_script(args=[
+            self.p, before["id"], before["version"], json.dumps(after), json.dumps(entry), event, deadline, json.dumps(extras or []), json.dumps(counters or []), json.dumps(pins or []), police])
+        if out in (b"conflict",):
+            return None
+        if out == b"missing":
+            raise CaseNotFound(before["id"])
+        return json.loads(out)
+
+    # --- delivery to grid workers ---------------------------------------------------
+    def queue_streams(self, grid: str) -> list[str]:
+        return [self.queue_stream(grid, p) for p in PRIORITIES]
+
+    def _existing_queues(self, grid: str | None = None) -> list[str]:
+        known = {s.decode() for s in self.r.smembers(self.k("queues"))}
+        if grid is None:
+            return sorted(known, key=lambda s: (s.rsplit(":", 1)[-1], s))
+        return [s for s in self.queue_streams(grid) if s in known]
 
     def take(self, grid: str, worker: str, block_ms: int | None = None) -> dict | None:
-        """Next undelivered case of ``grid`` for ``worker`` (consumer group read)."""
-        try:
-            got = self.r.xreadgroup(GROUP, worker, {self.grid_stream(grid): ">"}, count=1, block=block_ms)
-        except redis.ResponseError as err:
-            if "NOGROUP" in str(err):
-                return None
-            raise
-        if not got:
-            return None
-        _, entries = got[0]
-        msg_id, fields = entries[0]
+        """The next case of ``grid`` for ``worker``: fights first, then crowds by density; oldest first.
+
+        A case another worker took but did not accept within ``claim_timeout_s`` is handed on
+        (XAUTOCLAIM); one delivered ``max_deliveries`` times goes to the dead-letter stream instead.
+        The worker's client then accepts it (``accept``), which acknowledges the delivery.
+        """
+        self.sweep_dead_letters(grid)
+        claim_ms = int(self.policy.delivery.claim_timeout_s * 1000)
+        streams = self._existing_queues(grid)
+        for stream in streams:
+            while True:
+                _, claimed, _ = self.r.xautoclaim(stream, GROUP, worker, claim_ms, "0-0", count=1)
+                if not claimed:
+                    break
+                if (case := self._deliverable(stream, *claimed[0])) is not None:
+                    return case
+            while True:
+                got = self.r.xreadgroup(GROUP, worker, {stream: ">"}, count=1)
+                if not got:
+                    break
+                if (case := self._deliverable(stream, *got[0][1][0])) is not None:
+                    return case
+        if block_ms and streams:
+            got = self.r.xreadgroup(GROUP, worker, {s: ">" for s in streams}, count=1, block=block_ms)
+            for stream, entries in got or []:
+                return self._deliverable(stream.decode(), *entries[0])
+        return None
+
+    def _deliverable(self, stream: str, msg_id: bytes, fields: dict) -> dict | None:
+        """The case behind a delivery, or None (and the delivery done) when nobody needs to take it any more."""
         cid = fields[b"case"].decode()
-        for _ in range(50):
-            if self.r.exists(self._case(cid)):
-                break
-            time.sleep(0.02)
-        case = self.get(cid)
+        try:
+            case = self.get(cid)
+        except CaseNotFound:
+            case = None
+        if case is None or case["state"] not in ("new", "acknowledged") or case.get("dead_letter"):
+            self.r.xack(stream, GROUP, msg_id)
+            return None
+        info = self.r.xpending_range(stream, GROUP, msg_id, msg_id, 1)
         case["delivery_id"] = msg_id.decode()
+        case["deliveries"] = info[0]["times_delivered"] if info else 1
         return case
 
     def _ack_delivery(self, case: dict) -> None:
-        """Once a worker is dispatched (or the case closed) the grid's stream entry is done."""
-        if case.get("stream_id"):
-            self.r.xack(self.grid_stream(case["grid_id"]), GROUP, case["stream_id"])
+        """Once a worker goes (or the case is resolved or closed) the grid's queue entry is done."""
+        if case.get("stream_id") and case.get("queue"):
+            self.r.xack(case["queue"], GROUP, case["stream_id"])
+
+    def pending(self, grid: str) -> list[dict]:
+        """Deliveries taken and not yet accepted, per worker (XPENDING), fights first."""
+        out = []
+        for stream in self._existing_queues(grid):
+            for p in self.r.xpending_range(stream, GROUP, "-", "+", 1000):
+                entry = self.r.xrange(stream, p["message_id"], p["message_id"])
+                out.append({"delivery_id": p["message_id"].decode(), "worker": p["consumer"].decode(),
+                            "idle_s": p["time_since_delivered"] / 1000, "deliveries": p["times_delivered"],
+                            "case": entry[0][1][b"case"].decode() if entry else None,
+                            "priority": int(stream.rsplit("q", 1)[-1])})
+        return out
+
+    def sweep_dead_letters(self, grid: str | None = None) -> list[str]:
+        """Deliveries that were taken ``max_deliveries`` times and never accepted: to the dead-letter stream."""
+        d = self.policy.delivery
+        moved = []
+        for stream in self._existing_queues(grid):
+            for p in self.r.xpending_range(stream, GROUP, "-", "+", 100, idle=int(d.claim_timeout_s * 1000)):
+                if p["times_delivered"] < d.max_deliveries:
+                    continue
+                entry = self.r.xrange(stream, p["message_id"], p["message_id"])
+                if entry and (cid := self._dead_letter(entry[0][1][b"case"].decode(), p)):
+                    moved.append(cid)
+                self.r.xack(stream, GROUP, p["message_id"])
+        return moved
+
+    def _dead_letter(self, cid: str, pending: dict) -> str | None:
+        for _ in range(100):
+            try:
+                case = self._load(cid)
+            except CaseNotFound:
+                return None
+            if case.get("dead_letter"):
+                return None
+            now = time.time()
+            note = (f"delivered {pending['times_delivered']} times, never accepted "
+                    f"(last to {pending['consumer'].decode()}); the operators take it over")
+            after = {**case, "dead_letter": True, "updated_at": now, "version": case["version"] + 1}
+            entry = {"ts": now, "actor": "gridwatch", "action": "deadletter", "state": case["state"], "note": note}
+            extras = [[self.k("deadletter"), {"case": cid, "grid": case["grid_id"], "kind": case["kind"],
+                                               "deliveries": pending["times_delivered"],
+                                               "last_worker": pending["consumer"].decode(), "ts": repr(now)}]]
+            if self._commit(case, after, entry, "case.deadletter", extras=extras) is not None:
+                return cid
+        return None
+
+    def dead_letters(self, count: int = 100) -> list[dict]:
+        return self._stream_tail(self.k("deadletter"), count)
+
+    def police_stream(self, count: int = 100) -> list[dict]:
+        """The police-liaison stream: fights, from creation through every step, newest first."""
+        return self._stream_tail(self.k("police"), count)
+
+    def escalations(self, grid: str, count: int = 100) -> list[dict]:
+        return self._stream_tail(self.supervisor_stream(grid), count)
+
+    def feedback(self, count: int = 100, verdict: str | None = None) -> list[dict]:
+        rows = self._stream_tail(self.k("feedback"), count if verdict is None else 10 * count)
+        return [r for r in rows if verdict is None or r["verdict"] == verdict][:count]
+
+    def _stream_tail(self, stream: str, count: int) -> list[dict]:
+        return [{"id": mid.decode(), **{k.decode(): v.decode() for k, v in f.items()}}
+                for mid, f in self.r.xrevrange(stream, count=count)]
+
+    # --- time limits ---------------------------------------------------------------------
+    def escalate_due(self, now: float | None = None, batch: int = 200) -> list[dict]:
+        """Escalate every case whose state's time limit ran out; safe to run in several processes at once."""
+        now = time.time() if now is None else now
+        limits = {s: self.limit_s(s) for s in _LIMIT_FIELD}
+        out = []
+        for cid in self.r.zrangebyscore(self.k("deadlines"), "-inf", now, start=0, num=batch):
+            raw = self._escalate(args=[self.p, cid, repr(now), json.dumps(limits), self.policy.limits.repeat])
+            if raw:
+                out.append(json.loads(raw))
+        return out
 
     # --- reads ------------------------------------------------------------------------
-    def get(self, cid: str) -> dict:
+    def _load(self, cid: str) -> dict:
         raw = self.r.get(self._case(cid))
         if raw is None:
             raise CaseNotFound(cid)
-        case = json.loads(raw)
-        case["history"] = [json.loads(h) for h in self.r.lrange(self._hist(cid), 0, -1)]
+        return json.loads(raw)
+
+    def get(self, cid: str) -> dict:
+        case = self._load(cid)
+        case["history"] = [_hist_entry(h) for h in self.r.lrange(self._hist(cid), 0, -1)]
         return case
 
+    def verify_history(self, cid: str) -> tuple[bool, int | None]:
+        """Whether the audit log is as written: (True, None), or (False, index of the first entry that is not)."""
+        raws = self.r.lrange(self._hist(cid), 0, -1)
+        prev = ""
+        for i, raw in enumerate(raws):
+            if json.loads(raw).get("prev") != prev:
+                return False, max(i - 1, 0)
+            prev = hashlib.sha1(raw).hexdigest()
+        if self._load(cid).get("history_head", "") != prev:
+            return False, max(len(raws) - 1, 0)
+        return True, None
+
     def list(self, *, grid: str | None = None, camera: str | None = None, kind: str | None = None,
-             state: str | None = None, limit: int = 50, scan: int = 2000) -> list[dict]:
-        """Newest first, filtered; scans at most ``scan`` recent cases (the queue issue adds indexes)."""
-        ids = [i.decode() for i in self.r.zrevrange(f"{self.p}:cases", 0, scan - 1)]
+             state: str | None = None, worker: str | None = None, sort: Literal["time", "priority"] = "time",
+             limit: int = 50, scan: int = 2000) -> list[dict]:
+        """Newest first (or by priority, then newest), filtered; scans at most ``scan`` recent cases."""
+        ids = [i.decode() for i in self.r.zrevrange(self.k("cases"), 0, scan - 1)]
         out = []
         for chunk in (ids[i:i + 200] for i in range(0, len(ids), 200)):
             for raw in self.r.mget([self._case(c) for c in chunk]):
@@ -251,20 +475,46 @@ class CaseStore:
                     continue
                 case = json.loads(raw)
                 if ((grid and case["grid_id"] != grid) or (camera and case["camera_id"] != camera)
-                        or (kind and case["kind"] != kind) or (state and case["state"] != state)):
+                        or (kind and case["kind"] != kind) or (state and case["state"] != state)
+                        or (worker and case.get("worker") != worker)):
                     continue
                 out.append(case)
-                if len(out) >= limit:
+                if sort == "time" and len(out) >= limit:
                     return out
+        if sort == "priority":
+            out.sort(key=lambda c: (c["state"] == "closed", c["priority"], -c["ts"]))
+        return out[:limit]
+
+    def zone_report(self) -> list[dict]:
+        """Per (camera, zone, kind): alerts, and the verdicts of the people who went (for re-tuning thresholds)."""
+        zones = sorted(z.decode() for z in self.r.smembers(self.k("zones")))
+        pipe = self.r.pipeline(transaction=False)
+        for z in zones:
+            pipe.hgetall(self.k("zone", z))
+        out = []
+        for z, counts in zip(zones, pipe.execute()):
+            cam, zone, kind = z.split("|", 2)
+            c = {key.decode(): int(v) for key, v in counts.items()}
+            resolved = sum(c.get(v, 0) for v in VERDICTS)
+            out.append({"camera_id": cam, "zone_id": zone, "kind": kind, "alerts": c.get("alerts", 0),
+                        **{v: c.get(v, 0) for v in VERDICTS}, "unresolved": c.get("alerts", 0) - resolved,
+                        "false_alarm_rate": round(c.get("false_alarm", 0) / resolved, 4) if resolved else None})
         return out
+
+    def evidence_keep(self, names: list[str]) -> dict[str, float | None]:
+        """Until when each evidence file must be kept (inf while its case is open; None: no case refers to it)."""
+        if not names:
+            return {}
+        return dict(zip(names, self.r.zmscore(self.k("evidence", "keep"), names)))
+
+    def forget_evidence(self, names: list[str]) -> None:
+        if names:
+            self.r.zrem(self.k("evidence", "keep"), *names)
 
     # --- camera health, written by the pipeline, read by the API ---------------------
     def put_health(self, health: dict[str, dict]) -> None:
         if health:
-            self.r.hset(f"{self.p}:cameras", mapping={k: json.dumps(v) for k, v in health.items()})
+            self.r.hset(self.k("cameras"), mapping={k: json.dumps(v) for k, v in health.items()})
 
     def health(self) -> dict[str, dict]:
-        return {k.decode(): json.loads(v) for k, v in self.r.hgetall(f"{self.p}:cameras").items()}
-
-    def _event(self, kind: str, case: dict) -> None:
-        self.r.xadd(self.events_stream, {"type": kind, "case": json.dumps(case)}, maxlen=10000, approximate=True)
+        return {k.decode(): json.loads(v) for k, v in self.r.hgetall(self.k("cameras")).items()}

@@ -1,16 +1,23 @@
-"""Evidence images: the analysed frame with boxes and the zone drawn, stored by content hash."""
+"""Evidence: the analysed frame with boxes and the zone drawn, photos, clips; stored by content hash, kept as long as needed."""
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from vision.detections import Detections
+if TYPE_CHECKING:
+    from vision.detections import Detections
 
-NAME = re.compile(r"^[0-9a-f]{32}\.jpg$")
+NAME = re.compile(r"^[0-9a-f]{32}\.(jpg|png|mp4)$")
+MEDIA_TYPES = {"jpg": "image/jpeg", "png": "image/png", "mp4": "video/mp4"}
 
 
 def annotate(image: np.ndarray, detections: Detections, tracks: Detections, polygon_px: np.ndarray | None,
@@ -35,7 +42,7 @@ def annotate(image: np.ndarray, detections: Detections, tracks: Detections, poly
 
 
 class EvidenceStore:
-    """JPEG files named by the hash of their bytes: the same picture is stored once."""
+    """Evidence files (JPEG snapshots, photos, MP4 clips) named by the hash of their bytes: stored once."""
 
     def __init__(self, directory: Path, quality: int = 85):
         self.dir = Path(directory)
@@ -46,14 +53,32 @@ class EvidenceStore:
         ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
         if not ok:
             raise RuntimeError("JPEG encoding failed")
-        data = buf.tobytes()
-        name = hashlib.sha256(data).hexdigest()[:32] + ".jpg"
+        return self.save_bytes(buf.tobytes(), "jpg")
+
+    def save_bytes(self, data: bytes, ext: str) -> str:
+        if ext not in MEDIA_TYPES:
+            raise ValueError(f"unsupported evidence type {ext!r}; one of {sorted(MEDIA_TYPES)}")
+        name = hashlib.sha256(data).hexdigest()[:32] + "." + ext
         path = self.dir / name
         if not path.exists():
-            tmp = path.with_suffix(".tmp")
+            tmp = self.dir / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
             tmp.write_bytes(data)
             tmp.replace(path)
         return name
+
+    def save_photo(self, data: bytes, max_bytes: int = 10 << 20) -> str:
+        """A worker's photo; only real JPEG or PNG files are accepted."""
+        if len(data) > max_bytes:
+            raise ValueError(f"photo too large ({len(data)} bytes); at most {max_bytes} bytes")
+        if data[:3] == b"\xff\xd8\xff":
+            ext = "jpg"
+        elif data[:8] == b"\x89PNG\r\n\x1a\n":
+            ext = "png"
+        else:
+            raise ValueError("photo must be a JPEG or PNG image (send the file's bytes as the request body)")
+        if cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is None:
+            raise ValueError("photo could not be decoded; the file is damaged")
+        return self.save_bytes(data, ext)
 
     def path(self, name: str) -> Path | None:
         """The file for a name from a case, or None; refuses anything that is not one of ours."""
@@ -61,3 +86,29 @@ class EvidenceStore:
             return None
         p = self.dir / name
         return p if p.is_file() else None
+
+    @staticmethod
+    def media_type(name: str) -> str:
+        return MEDIA_TYPES[name.rsplit(".", 1)[-1]]
+
+    def sweep(self, keep_until: Callable[[list[str]], dict[str, float | None]], unreferenced_days: float,
+              now: float | None = None) -> list[str]:
+        """Retention: delete files whose keep-until has passed, and unreferenced ones older than the limit.
+
+        ``keep_until`` answers, per name, until when a case needs the file (inf while the case is open).
+        """
+        now = time.time() if now is None else now
+        names = [p.name for p in self.dir.iterdir() if NAME.match(p.name)]
+        deleted = []
+        for chunk in (names[i:i + 500] for i in range(0, len(names), 500)):
+            for name, until in keep_until(chunk).items():
+                path = self.dir / name
+                try:
+                    expired = (until is not None and until < now) or (
+                        until is None and path.stat().st_mtime < now - unreferenced_days * 86400)
+                    if expired:
+                        path.unlink()
+                        deleted.append(name)
+                except FileNotFoundError:
+                    continue
+        return deleted

@@ -1,62 +1,119 @@
-"""Incidents -> alerts with evidence -> cases in the grid's queue."""
+"""Incidents -> alerts with evidence -> cases in the grid's queue (through the spool when Redis is away)."""
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gridwatch.config import GridwatchConfig
-from vision.analyser import Analysis
-from vision.detections import Incident
 from vision.zones import PolygonZone
 
-from .cases import Alert, CaseStore
+from .cases import Alert, CaseStore, incident_id_for, priority_of
+from .clips import ClipRecorder
 from .evidence import EvidenceStore, annotate
+from .spool import Outbox, Spool
+
+if TYPE_CHECKING:
+    from vision.analyser import Analysis
+    from vision.detections import Incident
 
 log = logging.getLogger(__name__)
 
 
 class AlertPublisher:
-    """Turns each incident that starts or grows into an alert; one open case per (camera, zone, kind).
+    """Turns each incident into alerts that carry its stable id: the start, then its news and its end.
 
-    The cooldown is kept in Redis (``SET NX PX``), so it holds across restarts
-    and across processes that share a queue.
+    The queue makes one case per incident (and one per (camera, zone, kind) within
+    the cooldown), so a repeated alert never makes a second case. Called for every
+    analysed frame: the frames also feed the clip recorder's ring buffer.
     """
 
-    def __init__(self, cfg: GridwatchConfig, store: CaseStore, evidence: EvidenceStore):
-        self.cfg, self.store, self.evidence = cfg, store, evidence
+    def __init__(self, cfg: GridwatchConfig, store: CaseStore, evidence: EvidenceStore, *,
+                 clips: ClipRecorder | None = None, spool_dir: Path | None = None):
+        self.cfg, self.evidence = cfg, evidence
+        self.store = store.with_policy(cfg.alerts)
         self.cameras = {c.id: c for c in cfg.cameras}
         self.zones = {(c.id, z.id): PolygonZone(z.id, z.polygon) for c in cfg.cameras for z in c.zones}
+        spool_dir = spool_dir or cfg.alerts.spool_dir or Path(evidence.dir).parent / "spool"
+        self.outbox = Outbox(Spool(spool_dir), self._deliver)
+        if clips is None and cfg.alerts.clip.enabled:
+            clips = ClipRecorder(evidence, cfg.alerts.clip)
+        self.clips = clips
+        self._open: dict[tuple[str, str, str], tuple[str, int]] = {}  # incident key -> (id, last seq)
         self.published = 0
 
+    def _deliver(self, op: dict) -> object:
+        if op["op"] == "alert":
+            return self.store.ingest(Alert(**op["alert"]), op["cooldown_s"])
+        if op["op"] == "attach":
+            return self.store.attach(op["incident_id"], op["field"], op["name"])
+        raise ValueError(f"unknown spool operation {op['op']!r}")
+
     def handle(self, analysis: Analysis) -> list[dict]:
+        if self.clips is not None:
+            f = analysis.frame
+            self.clips.push(f.camera_id, f.ts, f.image)
         cases = []
         for inc in analysis.incidents:
-            if inc.phase == "end":
-                log.info("incident ended: %s %s/%s", inc.kind, inc.camera_id, inc.zone_id)
-                continue
             try:
-                cases.append(self.publish(inc, analysis))
+                if (case := self.publish(inc, analysis)) is not None:
+                    cases.append(case)
             except Exception:  # one failed alert must not stop the analysis of every camera
                 log.exception("could not publish %s on %s/%s", inc.kind, inc.camera_id, inc.zone_id)
         return cases
 
-    def publish(self, inc: Incident, analysis: Analysis) -> dict:
+    def publish(self, inc: Incident, analysis: Analysis) -> dict | None:
+        """Send one incident's alert; returns its case, or None when it was spooled (or was an end)."""
+        cam = self.cameras[inc.camera_id]
+        zone_cfg = next(z for z in cam.zones if z.id == inc.zone_id)
+        key = (cam.id, zone_cfg.id, inc.kind)
+        new = inc.phase == "start" or key not in self._open
+        iid, seq = (incident_id_for(*key, inc.ts), 0) if new else (self._open[key][0], self._open[key][1] + 1)
+        if inc.phase == "end":
+            self._open.pop(key, None)
+        else:
+            self._open[key] = (iid, seq)
+        snapshot = self._snapshot(inc, analysis) if new and inc.phase != "end" else None
+        crowding = getattr(zone_cfg, "crowding", None)
+        prio, level = priority_of(inc.kind, inc.count, getattr(crowding, "threshold", None))
+        alert = Alert(inc.kind, cam.id, cam.name or cam.id, cam.grid, zone_cfg.id, inc.ts, inc.count,
+                      round(inc.score, 3), inc.detail, snapshot, cam.lat, cam.lon, iid, seq, prio, level, inc.phase)
+        result = self.outbox.send({"op": "alert", "alert": asdict(alert), "cooldown_s": self.cfg.alerts.cooldown_s})
+        if new and inc.phase != "end" and self.clips is not None:
+            self.clips.request(cam.id, inc.ts, lambda name, iid=iid: self._attach_clip(iid, name))
+        if result is None:
+            return None
+        status, case = result
+        if status == "created":
+            self.published += 1
+            log.info("alert %s: %s at %s/%s (%d people, priority %d) -> grid %s", case["id"], inc.kind, cam.id,
+                     zone_cfg.id, inc.count, prio, cam.grid)
+        return case
+
+    def _attach_clip(self, incident_id: str, name: str) -> None:
+        self.outbox.send({"op": "attach", "incident_id": incident_id, "field": "clip", "name": name})
+
+    def _snapshot(self, inc: Incident, analysis: Analysis) -> str:
         cam = self.cameras[inc.camera_id]
         zone_cfg = next(z for z in cam.zones if z.id == inc.zone_id)
         zone = self.zones[(cam.id, zone_cfg.id)]
-        snapshot = None
-        if inc.phase == "start" or self.store.open_case_for(f"{cam.id}:{zone_cfg.id}:{inc.kind}") is None:
-            frame = analysis.frame
-            title = (f"{inc.kind.upper()} {cam.name or cam.id} / {zone_cfg.name or zone_cfg.id}: {inc.count} people  "
-                     f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(frame.ts))}")
-            image = annotate(frame.image, analysis.detections, analysis.tracks, zone.pixel_polygon(frame.wh),
-                             zone.mask(analysis.detections, frame.wh), title)
-            snapshot = self.evidence.save_jpeg(image)
-        alert = Alert(inc.kind, cam.id, cam.name or cam.id, cam.grid, zone_cfg.id, inc.ts, inc.count,
-                      round(inc.score, 3), inc.detail, snapshot, cam.lat, cam.lon)
-        case, created = self.store.create_case(alert, self.cfg.alerts.cooldown_s)
-        if created:
-            self.published += 1
-            log.info("alert %s: %s at %s/%s (%d people) -> grid %s", case["id"], inc.kind, cam.id, zone_cfg.id,
-                     inc.count, cam.grid)
-        return case
+        frame = analysis.frame
+        title = (f"{inc.kind.upper()} {cam.name or cam.id} / {zone_cfg.name or zone_cfg.id}: {inc.count} people  "
+                 f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(frame.ts))}")
+        image = annotate(frame.image, analysis.detections, analysis.tracks, zone.pixel_polygon(frame.wh),
+                         zone.mask(analysis.detections, frame.wh), title)
+        return self.evidence.save_jpeg(image)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish the clips asked for and deliver what is spooled (as far as Redis allows)."""
+        if self.clips is not None:
+            self.clips.close(timeout)
+        self.outbox.flush(min(timeout, 10.0))
+        self.outbox.close()
+
+    def stats(self) -> dict:
+        return {"published": self.published, "spooling": self.outbox.spooling, "spooled": self.outbox.spooled,
+                "replayed": self.outbox.replayed, "rejected": self.outbox.rejected,
+                "clips": self.clips.stats() if self.clips is not None else None}

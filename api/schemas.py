@@ -6,7 +6,17 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 
+CaseStateName = Literal["new", "acknowledged", "dispatched", "on_site", "resolved", "closed"]
+VerdictName = Literal["confirmed", "false_alarm", "not_found"]
+
+
+def _evidence_url(name: str | None) -> str | None:
+    return f"/api/evidence/{name}" if name else None
+
+
 class HistoryEntry(BaseModel):
+    """One line of the audit log: who did what, when; append only."""
+
     ts: float
     actor: str
     action: str
@@ -15,12 +25,20 @@ class HistoryEntry(BaseModel):
     worker: str | None = None
     verdict: str | None = None
     count: int | None = None
+    priority: int | None = None
+    level: int | None = Field(default=None, description="escalate: how many times in this state")
+    snapshot: str | None = None
+    clip: str | None = None
+    photo: str | None = None
 
 
 class CaseOut(BaseModel):
     id: str
+    incident_id: str | None = None
     kind: str
-    state: Literal["new", "acknowledged", "dispatched", "verified", "closed"]
+    state: CaseStateName
+    priority: int = Field(default=4, description="1 fight; crowds 2 (>= 2x threshold), 3 (>= 1.5x), 4")
+    level: str | None = Field(default=None, description="fight, or the crowd's density level")
     camera_id: str
     camera_name: str
     grid_id: str
@@ -30,19 +48,28 @@ class CaseOut(BaseModel):
     score: float
     detail: str
     snapshot_url: str | None
+    clip_url: str | None = Field(default=None, description="H.264 MP4, from before to after the alert")
+    photo_urls: list[str] = Field(default_factory=list, description="photos from the worker")
     lat: float
     lon: float
-    verdict: Literal["confirmed", "false_alarm"] | None = None
+    verdict: VerdictName | None = None
     worker: str | None = None
     created_at: float
     updated_at: float
+    state_since: float | None = None
     updates: int = 0
+    incidents: int = 1
+    notes: int = 0
+    escalations: int = 0
+    escalation_level: int = Field(default=0, description="escalations in the current state")
+    dead_letter: bool = Field(default=False, description="delivered too often without a worker accepting it")
+    end_ts: float | None = Field(default=None, description="when the incident itself ended, if it has")
 
     @classmethod
     def of(cls, case: dict) -> "CaseOut":
-        snap = case.get("snapshot")
         return cls(**{k: v for k, v in case.items() if k in cls.model_fields},
-                   snapshot_url=f"/api/evidence/{snap}" if snap else None)
+                   snapshot_url=_evidence_url(case.get("snapshot")), clip_url=_evidence_url(case.get("clip")),
+                   photo_urls=[_evidence_url(p) for p in case.get("photos") or []])
 
 
 class CaseDetail(CaseOut):
@@ -54,11 +81,62 @@ class CaseDetail(CaseOut):
         return cls(**base, history=[HistoryEntry(**h) for h in case.get("history", [])])
 
 
+class TakenCase(CaseOut):
+    delivery_id: str = Field(description="the grid queue's entry; accept the case to acknowledge it")
+    deliveries: int = Field(description="how many times this case has been handed out")
+
+
 class TransitionIn(BaseModel):
     actor: str = Field(min_length=1, max_length=64, description="who takes the action")
-    worker: str | None = Field(default=None, max_length=64, description="dispatch: the grid worker sent")
-    verdict: Literal["confirmed", "false_alarm"] | None = Field(default=None, description="verify: the finding")
+    worker: str | None = Field(default=None, max_length=64, description="dispatch, reassign: the grid worker sent")
+    verdict: VerdictName | None = Field(default=None, description="resolve: what the worker found")
     note: str | None = Field(default=None, max_length=2000)
+
+
+class NoteIn(BaseModel):
+    actor: str = Field(min_length=1, max_length=64, description="who writes it")
+    note: str = Field(min_length=1, max_length=2000)
+
+
+class AuditOut(BaseModel):
+    case_id: str
+    intact: bool = Field(description="every entry is as it was written (hash chain and head match)")
+    first_bad: int | None = Field(default=None, description="index of the first entry that is not")
+    entries: int
+
+
+class PendingOut(BaseModel):
+    delivery_id: str
+    case: str | None
+    worker: str
+    idle_s: float
+    deliveries: int
+    priority: int
+
+
+class ZoneReportRow(BaseModel):
+    camera_id: str
+    zone_id: str
+    kind: str
+    alerts: int
+    confirmed: int
+    false_alarm: int
+    not_found: int
+    unresolved: int
+    false_alarm_rate: float | None = Field(description="false alarms / resolved alerts")
+    threshold: int | None = Field(default=None, description="the zone's crowding threshold now")
+    hold_s: float | None = None
+
+
+class StreamEntry(BaseModel):
+    """An entry of a Redis stream (dead letters, police liaison, supervisor, feedback): its id and fields."""
+
+    id: str
+    fields: dict[str, str]
+
+    @classmethod
+    def of(cls, row: dict) -> "StreamEntry":
+        return cls(id=row["id"], fields={k: v for k, v in row.items() if k != "id"})
 
 
 class ZoneOut(BaseModel):

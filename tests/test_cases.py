@@ -1,41 +1,85 @@
-"""The case queue on a real server: one case per incident, the lifecycle, the grid's consumer group."""
+"""The case queue on a real server: one case per incident, the lifecycle, delivery, time limits, audit, feedback."""
+import dataclasses
+import json
+import threading
 import time
 
 import pytest
 import redis
 
-from alerts import Alert, CaseNotFound, IllegalTransition
+from alerts import Alert, CaseNotFound, CaseStore, IllegalTransition, incident_id_for
+from gridwatch.config import AlertsConfig
 
 
-def alert(camera="cam-1", zone="z1", kind="crowding", grid="g-1", count=12, detail="12 people") -> Alert:
-    return Alert(kind, camera, "Gate", grid, zone, time.time(), count, 0.9, detail, None, 31.2, 121.4)
+def alert(camera="cam-1", zone="z1", kind="crowding", grid="g-1", count=12, detail="12 people", **kw) -> Alert:
+    return Alert(kind, camera, "Gate", grid, zone, kw.pop("ts", time.time()), count, 0.9, detail, None, 31.2, 121.4,
+                 **kw)
 
 
-def test_new_case_lands_in_its_grids_stream(store):
+def policy(**kw) -> AlertsConfig:
+    return AlertsConfig.model_validate(kw)
+
+
+def walk(store, cid, *steps):
+    for action, kw in steps:
+        store.transition(cid, action, kw.pop("actor", "op"), **kw)
+
+
+def test_new_case_lands_in_its_grids_stream_and_priority_queue(store):
     case, created = store.create_case(alert(grid="g-7"), cooldown_s=60)
-    assert created and case["state"] == "new"
-    entries = store.r.xrange(store.grid_stream("g-7"))
-    assert [e[1][b"case"].decode() for e in entries] == [case["id"]]
+    assert created and case["state"] == "new" and case["priority"] == 4
+    log = store.r.xrange(store.grid_stream("g-7"))
+    assert [e[1][b"case"].decode() for e in log] == [case["id"]]
+    assert [e[1][b"case"].decode() for e in store.r.xrange(store.queue_stream("g-7", 4))] == [case["id"]]
     assert store.r.xrange(store.grid_stream("g-1")) == []
     assert [c["id"] for c in store.list(grid="g-7")] == [case["id"]]
 
 
-def test_same_incident_within_cooldown_is_one_case(store):
+def test_the_same_alert_sent_twice_is_one_case(store):
+    """A retry after a timeout, a restarted worker: the incident's id and sequence number make it a no-op."""
+    a = alert(incident_id=incident_id_for("cam-1", "z1", "crowding", 1000.0))
+    first = store.ingest(a)
+    again = store.ingest(a)
+    assert first[0] == "created" and again == ("duplicate", None)
+    update = dataclasses.replace(a, seq=1, count=15, detail="count rose to 15", phase="update")
+    assert store.ingest(update)[0] == "updated"
+    assert store.ingest(update)[0] == "duplicate"
+    assert store.ingest(a)[0] == "duplicate"  # an old alert arriving late changes nothing either
+    case = store.get(first[1]["id"])
+    assert case["id"] == a.incident_id and case["updates"] == 1 and case["count"] == 15
+    assert [h["action"] for h in case["history"]] == ["create", "update"]
+    assert store.r.xlen(store.grid_stream("g-1")) == 1 and store.r.xlen(store.queue_stream("g-1", 4)) == 1
+
+
+def test_news_of_an_ongoing_incident_grows_the_timeline(store):
+    a = alert(count=12, incident_id="inc-a")
+    store.ingest(a)
+    for seq, n in enumerate((14, 19, 25), start=1):
+        store.ingest(dataclasses.replace(a, seq=seq, count=n, detail=f"count rose to {n}", phase="update",
+                                         priority=2 if n >= 24 else 4, level="high" if n >= 24 else ""))
+    store.ingest(dataclasses.replace(a, seq=4, count=3, detail="count below 11 for 5s", phase="end", ts=a.ts + 60))
+    case = store.get("inc-a")
+    assert case["count"] == 25 and case["updates"] == 3 and case["priority"] == 2 and case["level"] == "high"
+    assert case["end_ts"] == pytest.approx(a.ts + 60, abs=1e-3)
+    assert [(h["action"], h.get("count")) for h in case["history"]] == [
+        ("create", 12), ("update", 14), ("update", 19), ("update", 25), ("end", 3)]
+    assert store.r.xlen(store.queue_stream("g-1", 4)) == 1  # still one alert
+
+
+def test_same_place_within_cooldown_is_one_case(store):
     first, created1 = store.create_case(alert(count=12), cooldown_s=60)
     again, created2 = store.create_case(alert(count=15, detail="count rose to 15"), cooldown_s=60)
     other_zone, created3 = store.create_case(alert(zone="z2"), cooldown_s=60)
     other_kind, created4 = store.create_case(alert(kind="conflict"), cooldown_s=60)
     assert (created1, created2, created3, created4) == (True, False, True, True)
     assert again["id"] == first["id"] and again["count"] == 15 and again["updates"] == 1
+    assert again["incidents"] == 2
     assert len({first["id"], other_zone["id"], other_kind["id"]}) == 3
-    history = store.get(first["id"])["history"]
-    assert [h["action"] for h in history] == ["create", "update"]
 
 
 def test_closed_case_absorbs_news_within_cooldown(store):
     first, _ = store.create_case(alert(), cooldown_s=60)
-    for action, kw in [("acknowledge", {}), ("verify", {"verdict": "false_alarm"}), ("close", {})]:
-        store.transition(first["id"], action, "op", **kw)
+    walk(store, first["id"], ("acknowledge", {}), ("resolve", {"verdict": "false_alarm"}), ("close", {}))
     again, created = store.create_case(alert(count=20), cooldown_s=60)
     assert not created and again["id"] == first["id"] and again["state"] == "closed"
     assert store.r.xlen(store.grid_stream("g-1")) == 1
@@ -51,25 +95,30 @@ def test_after_cooldown_a_new_case(store):
 def test_full_lifecycle_records_who_and_when(store):
     case, _ = store.create_case(alert(), cooldown_s=60)
     cid = case["id"]
-    store.transition(cid, "acknowledge", "op-li")
-    store.transition(cid, "dispatch", "op-li", worker="w-zhang")
-    store.transition(cid, "verify", "w-zhang", verdict="confirmed", note="about 30 people at the gate")
-    store.transition(cid, "close", "op-li", note="dispersed")
+    walk(store, cid, ("acknowledge", {"actor": "op-li"}), ("dispatch", {"actor": "op-li", "worker": "w-zhang"}),
+         ("reassign", {"actor": "op-li", "worker": "w-wu", "note": "zhang is off sick"}),
+         ("arrive", {"actor": "w-wu"}),
+         ("resolve", {"actor": "w-wu", "verdict": "confirmed", "note": "about 30 people at the gate"}),
+         ("close", {"actor": "op-li", "note": "dispersed"}))
     got = store.get(cid)
-    assert got["state"] == "closed" and got["verdict"] == "confirmed" and got["worker"] == "w-zhang"
+    assert got["state"] == "closed" and got["verdict"] == "confirmed" and got["worker"] == "w-wu"
     steps = [(h["action"], h["state"], h["actor"]) for h in got["history"]]
     assert steps == [("create", "new", "gridwatch"), ("acknowledge", "acknowledged", "op-li"),
-                     ("dispatch", "dispatched", "op-li"), ("verify", "verified", "w-zhang"),
-                     ("close", "closed", "op-li")]
+                     ("dispatch", "dispatched", "op-li"), ("reassign", "dispatched", "op-li"),
+                     ("arrive", "on_site", "w-wu"), ("resolve", "resolved", "w-wu"), ("close", "closed", "op-li")]
+    assert got["history"][3]["note"] == "from w-zhang: zhang is off sick"
     times = [h["ts"] for h in got["history"]]
     assert times == sorted(times) and time.time() - times[0] < 60
+    assert store.r.zscore(store.k("deadlines"), cid) is None  # closed: no time limit left
 
 
 @pytest.mark.parametrize("path, action", [
     ([], "dispatch"),                               # new -> dispatched skips acknowledge
     ([], "close"),                                  # cannot close what nobody looked at
+    ([], "arrive"),                                 # nobody was sent
     (["acknowledge"], "acknowledge"),               # twice
     (["acknowledge"], "close"),                     # closing needs a verdict first
+    (["acknowledge"], "reassign"),                  # nobody to take it from
 ])
 def test_illegal_transitions_are_refused_and_change_nothing(store, path, action):
     case, _ = store.create_case(alert(), cooldown_s=60)
@@ -83,11 +132,12 @@ def test_illegal_transitions_are_refused_and_change_nothing(store, path, action)
 
 def test_closed_case_stays_closed(store):
     case, _ = store.create_case(alert(), cooldown_s=60)
-    for action, kw in [("acknowledge", {}), ("verify", {"verdict": "false_alarm"}), ("close", {})]:
-        store.transition(case["id"], action, "op", **kw)
-    for action in ("acknowledge", "dispatch", "verify", "close"):
+    walk(store, case["id"], ("acknowledge", {}), ("resolve", {"verdict": "not_found"}), ("close", {}))
+    for action in ("acknowledge", "dispatch", "accept", "reassign", "arrive", "resolve", "close"):
         with pytest.raises(IllegalTransition):
             store.transition(case["id"], action, "op", worker="w", verdict="confirmed")
+    with pytest.raises(IllegalTransition):
+        store.add_note(case["id"], "w", "too late")
 
 
 def test_bad_arguments(store):
@@ -96,31 +146,164 @@ def test_bad_arguments(store):
     with pytest.raises(ValueError, match="worker"):
         store.transition(case["id"], "dispatch", "op")
     with pytest.raises(ValueError, match="verdict"):
-        store.transition(case["id"], "verify", "op", verdict="maybe")
+        store.transition(case["id"], "resolve", "op", verdict="maybe")
+    store.transition(case["id"], "dispatch", "op", worker="w1")
+    with pytest.raises(ValueError, match="different worker"):
+        store.transition(case["id"], "reassign", "op", worker="w1")
     with pytest.raises(CaseNotFound):
         store.transition("nope", "acknowledge", "op")
 
 
-def test_grid_workers_share_the_queue_through_the_consumer_group(store):
-    a, _ = store.create_case(alert(zone="a", grid="g-2"), cooldown_s=60)
-    b, _ = store.create_case(alert(zone="b", grid="g-2"), cooldown_s=60)
-    got1 = store.take("g-2", "worker-1")
-    got2 = store.take("g-2", "worker-2")
-    assert {got1["id"], got2["id"]} == {a["id"], b["id"]}  # each case to one worker
+def test_grid_workers_share_the_queue_fights_first_then_crowds_by_density(store):
+    crowd = store.ingest(alert(zone="a", grid="g-2", count=6, priority=4))[1]
+    dense = store.ingest(alert(zone="b", grid="g-2", count=20, priority=2, level="high"))[1]
+    fight = store.ingest(alert(zone="c", grid="g-2", kind="conflict", count=2))[1]
+    assert fight["priority"] == 1
+    order = [store.take("g-2", f"worker-{i}") for i in range(3)]
+    assert [c["id"] for c in order] == [fight["id"], dense["id"], crowd["id"]]  # each case to one worker
     assert store.take("g-2", "worker-3") is None
-    pending = store.r.xpending(store.grid_stream("g-2"), "workers")
-    assert pending["pending"] == 2
-    store.transition(got1["id"], "acknowledge", "op")
-    store.transition(got1["id"], "dispatch", "op", worker="worker-1")
-    assert store.r.xpending(store.grid_stream("g-2"), "workers")["pending"] == 1
+    assert len(store.pending("g-2")) == 3
+    store.transition(order[0]["id"], "accept", "worker-0")  # accepting acknowledges the delivery
+    assert {p["case"] for p in store.pending("g-2")} == {dense["id"], crowd["id"]}
+    assert store.get(order[0]["id"])["worker"] == "worker-0"
+
+
+def test_a_case_taken_but_not_accepted_goes_to_another_worker(store):
+    s = store.with_policy(policy(delivery={"claim_timeout_s": 0.3, "max_deliveries": 5}))
+    case = s.ingest(alert(grid="g-3"))[1]
+    first = s.take("g-3", "w-slow")
+    assert first["id"] == case["id"] and first["deliveries"] == 1
+    assert s.take("g-3", "w-other") is None  # not yet: w-slow may still accept
+    time.sleep(0.4)
+    second = s.take("g-3", "w-other")
+    assert second["id"] == case["id"] and second["deliveries"] == 2
+    assert [p["worker"] for p in s.pending("g-3")] == ["w-other"]
+    s.transition(case["id"], "accept", "w-other")
+    assert s.pending("g-3") == [] and s.get(case["id"])["worker"] == "w-other"
+    with pytest.raises(IllegalTransition):  # w-slow wakes up too late
+        s.transition(case["id"], "accept", "w-slow")
+
+
+def test_a_case_delivered_too_often_goes_to_the_dead_letter_stream_and_the_operators(store):
+    s = store.with_policy(policy(delivery={"claim_timeout_s": 0.1, "max_deliveries": 2}))
+    case = s.ingest(alert(grid="g-4"))[1]
+    last_event = s.r.xrevrange(s.events_stream, count=1)[0][0]
+    assert s.take("g-4", "w1")["deliveries"] == 1
+    time.sleep(0.15)
+    assert s.take("g-4", "w2")["deliveries"] == 2
+    time.sleep(0.15)
+    assert s.take("g-4", "w3") is None  # not a third time
+    dead = s.dead_letters()
+    assert [(d["case"], d["deliveries"], d["last_worker"]) for d in dead] == [(case["id"], "2", "w2")]
+    got = s.get(case["id"])
+    assert got["dead_letter"] and got["history"][-1]["action"] == "deadletter"
+    events = [f[b"type"].decode() for _, f in s.r.xrange(s.events_stream, f"({last_event.decode()}")]
+    assert "case.deadletter" in events
+    assert s.pending("g-4") == [] and s.sweep_dead_letters() == []  # once only
+    s.transition(case["id"], "acknowledge", "op")  # the operators still can act on it
+    s.transition(case["id"], "dispatch", "op", worker="w9")
+
+
+def test_fights_go_to_the_police_liaison_stream_crowds_do_not(store):
+    store.ingest(alert(zone="a"))
+    fight = store.ingest(alert(zone="b", kind="conflict", count=2, detail="close people moving erratically"))[1]
+    walk(store, fight["id"], ("acknowledge", {}), ("dispatch", {"worker": "w1"}))
+    police = list(reversed(store.police_stream()))
+    assert [(p["case"], p["type"]) for p in police] == [(fight["id"], "created"), (fight["id"], "acknowledged"),
+                                                       (fight["id"], "dispatched")]
+    assert police[0]["camera"] == "cam-1" and float(police[0]["lat"]) == 31.2
+
+
+def test_time_limits_escalate_to_the_operators_and_the_supervisor(store):
+    s = store.with_policy(policy(limits={"new_s": 0.2, "acknowledged_s": 0.2, "repeat": 2}))
+    case = s.ingest(alert(grid="g-5"))[1]
+    assert s.escalate_due() == []  # not yet
+    time.sleep(0.25)
+    up = s.escalate_due()
+    assert [c["id"] for c in up] == [case["id"]] and up[0]["escalation_level"] == 1
+    assert s.escalate_due() == []  # re-armed for another limit period, not escalated twice at once
+    time.sleep(0.25)
+    assert s.escalate_due()[0]["escalation_level"] == 2
+    time.sleep(0.25)
+    assert s.escalate_due() == []  # repeat: 2 escalations per state at most
+    sup = s.escalations("g-5")
+    assert [e["level"] for e in sup] == ["2", "1"] and "not acknowledged within 0.2 s" in sup[-1]["note"]
+    s.transition(case["id"], "acknowledge", "op")  # a new state: a new limit, counted from zero
+    assert s.get(case["id"])["escalation_level"] == 0
+    time.sleep(0.25)
+    up = s.escalate_due()
+    assert up[0]["state"] == "acknowledged" and up[0]["escalations"] == 3
+    assert "no worker dispatched" in s.get(case["id"])["history"][-1]["note"]
+
+
+def test_audit_log_is_append_only_and_tampering_shows(store):
+    case, _ = store.create_case(alert(), cooldown_s=60)
+    walk(store, case["id"], ("acknowledge", {"actor": "op-li"}), ("dispatch", {"actor": "op-li", "worker": "w1"}))
+    store.add_note(case["id"], "w1", "on my way")
+    assert store.verify_history(case["id"]) == (True, None)
+    hist = store.k("case", case["id"], "history")
+    entry = json.loads(store.r.lindex(hist, 1))
+    entry["actor"] = "someone-else"
+    store.r.lset(hist, 1, json.dumps(entry))
+    assert store.verify_history(case["id"]) == (False, 1)
+    store.r.lset(hist, 1, store.r.lindex(hist, 2))  # or an entry replaced
+    assert not store.verify_history(case["id"])[0]
+
+
+def test_tail_of_the_audit_log_cannot_be_dropped_unnoticed(store):
+    case, _ = store.create_case(alert(), cooldown_s=60)
+    walk(store, case["id"], ("acknowledge", {}))
+    store.r.rpop(store.k("case", case["id"], "history"))
+    assert store.verify_history(case["id"]) == (False, 0)
+
+
+def test_notes_and_photos_from_the_worker(store):
+    case, _ = store.create_case(alert(), cooldown_s=60)
+    walk(store, case["id"], ("acknowledge", {}), ("dispatch", {"worker": "w1"}), ("arrive", {"actor": "w1"}))
+    store.add_note(case["id"], "w1", "crowd waiting for the shuttle bus")
+    store.add_note(case["id"], "w1", photo="0" * 32 + ".jpg")
+    got = store.get(case["id"])
+    assert got["notes"] == 2 and got["photos"] == ["0" * 32 + ".jpg"] and got["state"] == "on_site"
+    assert [(h["action"], h.get("photo")) for h in got["history"][-2:]] == [("note", None),
+                                                                          ("photo", "0" * 32 + ".jpg")]
+    with pytest.raises(ValueError):
+        store.add_note(case["id"], "w1")
+
+
+def test_verdicts_feed_a_report_per_zone(store):
+    verdicts = ["false_alarm", "false_alarm", "confirmed", "not_found", None]
+    for i, verdict in enumerate(verdicts):
+        case = store.ingest(alert(zone="gate", incident_id=f"i{i}", ts=1000.0 + i), cooldown_s=0)[1]
+        if verdict:
+            walk(store, case["id"], ("acknowledge", {}), ("dispatch", {"worker": "w1"}),
+                 ("resolve", {"actor": "w1", "verdict": verdict, "note": f"it was {verdict}"}))
+    store.ingest(alert(zone="gate", kind="conflict", incident_id="f1"))
+    report = {(r["zone_id"], r["kind"]): r for r in store.zone_report()}
+    assert report[("gate", "crowding")] == {
+        "camera_id": "cam-1", "zone_id": "gate", "kind": "crowding", "alerts": 5, "confirmed": 1, "false_alarm": 2,
+        "not_found": 1, "unresolved": 1, "false_alarm_rate": 0.5}
+    assert report[("gate", "conflict")]["alerts"] == 1 and report[("gate", "conflict")]["false_alarm_rate"] is None
+    fa = store.feedback(verdict="false_alarm")
+    assert [f["case"] for f in fa] == ["i1", "i0"] and fa[0]["worker"] == "w1" and fa[0]["note"] == "it was false_alarm"
+
+
+def test_evidence_is_kept_while_the_case_is_open_then_for_the_retention_period(store):
+    s = store.with_policy(policy(retention={"evidence_days": 1, "feedback_days": 10}))
+    a = dataclasses.replace(alert(incident_id="e1"), snapshot="a" * 32 + ".jpg")
+    s.ingest(a)
+    assert s.attach("e1", "clip", "b" * 32 + ".mp4") == "attached"
+    assert s.attach("e1", "clip", "b" * 32 + ".mp4") == "duplicate"
+    assert s.get("e1")["clip"] == "b" * 32 + ".mp4"
+    keep = s.evidence_keep(["a" * 32 + ".jpg", "b" * 32 + ".mp4", "c" * 32 + ".jpg"])
+    assert keep["a" * 32 + ".jpg"] == float("inf") and keep["b" * 32 + ".mp4"] == float("inf")
+    assert keep["c" * 32 + ".jpg"] is None
+    walk(s, "e1", ("acknowledge", {}), ("resolve", {"verdict": "false_alarm"}), ("close", {}))
+    until = s.evidence_keep(["a" * 32 + ".jpg"])["a" * 32 + ".jpg"]
+    assert until == pytest.approx(time.time() + 10 * 86400, abs=60)  # a false alarm's evidence: kept for re-tuning
 
 
 def test_concurrent_transitions_one_wins(store, redis_url):
-    """Two operators acknowledge at once: exactly one succeeds (optimistic locking on the case)."""
-    import threading
-
-    from alerts import CaseStore
-
+    """Two operators acknowledge at once: exactly one succeeds (the case's version is checked on the server)."""
     case, _ = store.create_case(alert(), cooldown_s=60)
     results = []
 
@@ -139,3 +322,4 @@ def test_concurrent_transitions_one_wins(store, redis_url):
         t.join()
     assert sorted(results) == ["ok"] + ["refused"] * 7
     assert [h["action"] for h in store.get(case["id"])["history"]].count("acknowledge") == 1
+    assert store.verify_history(case["id"]) == (True, None)

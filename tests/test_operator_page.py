@@ -3,6 +3,7 @@
 Screenshots of each run are kept in var/test-screenshots/.
 """
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -62,13 +63,40 @@ def test_operator_sees_pushed_alerts_and_triages_them(api, make_case, page):
     page.wait_for_selector(f'[data-case-id="{old["id"]}"][data-state="acknowledged"]')
     shot(page, "operator-triage")
 
-    # a worker's verdict, then close
-    page.locator(f'[data-case-id="{new["id"]}"] [data-action="confirm"]').click()
-    page.wait_for_selector(f'[data-case-id="{new["id"]}"][data-state="verified"]')
+    # the worker is on site, reassigned, then a verdict, then close
+    page.locator(f'[data-case-id="{new["id"]}"] [data-action="arrive"]').click()
+    page.wait_for_selector(f'[data-case-id="{new["id"]}"][data-state="on_site"]')
+    card = page.locator(f'[data-case-id="{new["id"]}"]')
+    card.locator('[data-action="reassign"]').click()
+    card.locator('[data-role="worker"]').fill("w-qian")
+    card.locator('[data-role="send"]').click()
+    page.wait_for_selector(f'[data-case-id="{new["id"]}"][data-state="dispatched"] [data-role="worker-name"]:text("w-qian")')
+    page.locator(f'[data-case-id="{new["id"]}"] [data-action="not_found"]').click()
+    page.wait_for_selector(f'[data-case-id="{new["id"]}"][data-state="resolved"]')
+    assert page.locator(f'[data-case-id="{new["id"]}"] [data-role="verdict"]').inner_text() == "not found"
     page.locator(f'[data-case-id="{new["id"]}"] [data-action="close"]').click()
     page.wait_for_selector(f'[data-case-id="{new["id"]}"][data-state="closed"]')
-    history = [h["actor"] for h in api.store.get(new["id"])["history"]]
-    assert history[0] == "gridwatch" and len(history) == 5
+    got = api.store.get(new["id"])
+    assert [h["action"] for h in got["history"]] == ["create", "acknowledge", "dispatch", "arrive", "reassign",
+                                                     "resolve", "close"]
+    assert got["verdict"] == "not_found" and got["worker"] == "w-qian"
+
+
+def test_escalations_and_priority_show_on_the_card(api, make_case, page):
+    crowd = make_case(count=7)
+    fight = make_case(kind="conflict", count=2)
+    page.goto(str(api.base_url))
+    page.wait_for_function("document.querySelector('#live').dataset.state === 'live'")
+    card = page.locator(f'[data-case-id="{fight["id"]}"]')
+    card.wait_for()
+    assert card.locator('[data-role="priority"]').inner_text().startswith("P1")
+    assert page.locator(f'[data-case-id="{crowd["id"]}"] [data-role="priority"]').inner_text().startswith("P4")
+    assert card.locator('[data-role="escalated"]').count() == 0
+    # two minutes pass and nobody acknowledged the fight: pushed to the page as case.escalated
+    assert fight["id"] in [c["id"] for c in api.store.escalate_due(now=time.time() + 121)]
+    page.wait_for_selector(f'[data-case-id="{fight["id"]}"] [data-role="escalated"]')
+    assert "overdue" in card.locator('[data-role="escalated"]').inner_text()
+    shot(page, "operator-escalated")
 
 
 def test_illegal_action_shows_the_servers_message(api, make_case, page):

@@ -1,26 +1,59 @@
-"""Alerts and cases: list, read, act on, take from a grid's queue, evidence, live push."""
+"""Alerts and cases: list, read, act on, notes and photos, take from a grid's queue, evidence, live push.
+
+The router's lifespan runs the queue's background work in the API process:
+escalation on time limits, dead letters, evidence retention and the outputs
+(alerts.background).
+"""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
 import redis.asyncio as aioredis
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from alerts import CaseNotFound, CaseStore, EvidenceStore, IllegalTransition
+from alerts.background import QueueBackground
 from gridwatch.config import GridwatchConfig
 
 from ..deps import get_config, get_evidence, get_store
-from ..schemas import CaseDetail, CaseOut, ErrorOut, TransitionIn
+from ..schemas import (AuditOut, CaseDetail, CaseOut, CaseStateName, ErrorOut, NoteIn, TakenCase, TransitionIn)
+from . import queue
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/api")
+
+
+@asynccontextmanager
+async def queue_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    cfg: GridwatchConfig = app.state.config
+    app.state.store = app.state.store.with_policy(cfg.alerts)  # the config's time limits and delivery rules
+    background = QueueBackground(app.state.store, app.state.evidence, cfg.alerts).start()
+    app.state.queue_background = background
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(background.stop)
+
+
+router = APIRouter(prefix="/api", lifespan=queue_lifespan)
 Store = Annotated[CaseStore, Depends(get_store)]
 Config = Annotated[GridwatchConfig, Depends(get_config)]
+Evidence = Annotated[EvidenceStore, Depends(get_evidence)]
+Action = Literal["acknowledge", "dispatch", "accept", "reassign", "arrive", "resolve", "close"]
+NOT_FOUND = {404: {"model": ErrorOut}}
+
+
+def _case_or_404(store: CaseStore, case_id: str) -> dict:
+    try:
+        return store.get(case_id)
+    except CaseNotFound:
+        raise HTTPException(404, f"no case {case_id}") from None
 
 
 @router.get("/alerts", tags=["cases"])
@@ -29,26 +62,73 @@ def list_alerts(
     grid: str | None = None,
     camera: str | None = None,
     kind: Literal["crowding", "conflict"] | None = None,
-    state: Literal["new", "acknowledged", "dispatched", "verified", "closed"] | None = None,
+    state: CaseStateName | None = None,
+    worker: str | None = None,
+    sort: Literal["time", "priority"] = "time",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[CaseOut]:
-    """Alerts, newest first; each alert is one case."""
-    return [CaseOut.of(c) for c in store.list(grid=grid, camera=camera, kind=kind, state=state, limit=limit)]
+    """Alerts, newest first (``sort=priority``: open cases first, fights first, then newest); each alert is one case."""
+    return [CaseOut.of(c) for c in store.list(grid=grid, camera=camera, kind=kind, state=state, worker=worker,
+                                              sort=sort, limit=limit)]
 
 
-@router.get("/cases/{case_id}", tags=["cases"], responses={404: {"model": ErrorOut}})
+@router.get("/cases/{case_id}", tags=["cases"], responses=NOT_FOUND)
 def get_case(case_id: str, store: Store) -> CaseDetail:
+    return CaseDetail.of(_case_or_404(store, case_id))
+
+
+@router.get("/cases/{case_id}/audit", tags=["cases"], responses=NOT_FOUND)
+def audit_case(case_id: str, store: Store) -> AuditOut:
+    """Checks the case's audit log against its hash chain: was any entry edited or removed?"""
+    case = _case_or_404(store, case_id)
+    intact, bad = store.verify_history(case_id)
+    return AuditOut(case_id=case_id, intact=intact, first_bad=bad, entries=len(case["history"]))
+
+
+@router.post("/cases/{case_id}/notes", tags=["cases"], responses={**NOT_FOUND, 409: {"model": ErrorOut}})
+def add_note(case_id: str, body: NoteIn, store: Store) -> CaseDetail:
+    """A note from the worker (or an operator) on the case's timeline."""
     try:
-        return CaseDetail.of(store.get(case_id))
+        store.add_note(case_id, body.actor, body.note)
     except CaseNotFound:
         raise HTTPException(404, f"no case {case_id}") from None
+    except IllegalTransition:
+        raise HTTPException(409, f"case {case_id} is closed; notes are taken until it closes") from None
+    return CaseDetail.of(store.get(case_id))
+
+
+@router.post("/cases/{case_id}/photos", tags=["cases"],
+             responses={**NOT_FOUND, 409: {"model": ErrorOut}, 413: {"model": ErrorOut}, 415: {"model": ErrorOut}})
+async def add_photo(case_id: str, request: Request, actor: Annotated[str, Query(min_length=1, max_length=64)],
+                    photo: Annotated[bytes, Body(media_type="image/jpeg", description="the JPEG or PNG file")],
+                    note: Annotated[str | None, Query(max_length=2000)] = None) -> CaseDetail:
+    """A worker's photo: the image file's bytes as the request body (``Content-Type: image/jpeg`` or ``image/png``)."""
+    store: CaseStore = request.app.state.store
+    evidence: EvidenceStore = request.app.state.evidence
+    data = photo
+    if len(data) > 10 << 20:
+        raise HTTPException(413, f"photo too large ({len(data)} bytes); at most 10 MiB")
+    try:
+        name = await asyncio.to_thread(evidence.save_photo, data)
+    except ValueError as err:
+        raise HTTPException(415, str(err)) from None
+    try:
+        await asyncio.to_thread(store.add_note, case_id, actor, note, name)
+    except CaseNotFound:
+        raise HTTPException(404, f"no case {case_id}") from None
+    except IllegalTransition:
+        raise HTTPException(409, f"case {case_id} is closed; photos are taken until it closes") from None
+    return CaseDetail.of(await asyncio.to_thread(store.get, case_id))
 
 
 @router.post("/cases/{case_id}/{action}", tags=["cases"],
-             responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}})
-def act_on_case(case_id: str, action: Literal["acknowledge", "dispatch", "verify", "close"], body: TransitionIn,
-                store: Store) -> CaseDetail:
-    """Move a case on: acknowledge, dispatch (worker), verify (verdict), close. 409 when not allowed now."""
+             responses={**NOT_FOUND, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+def act_on_case(case_id: str, action: Action, body: TransitionIn, store: Store) -> CaseDetail:
+    """Move a case on. 409 when its state does not allow the action now.
+
+    acknowledge (operator) · dispatch (worker) · accept (the worker who took it from the grid queue) ·
+    reassign (worker) · arrive (worker on site) · resolve (verdict: confirmed, false_alarm, not_found) · close
+    """
     try:
         store.transition(case_id, action, body.actor, worker=body.worker, verdict=body.verdict, note=body.note)
         return CaseDetail.of(store.get(case_id))
@@ -60,30 +140,36 @@ def act_on_case(case_id: str, action: Literal["acknowledge", "dispatch", "verify
         raise HTTPException(422, str(err)) from None
 
 
-@router.post("/grids/{grid_id}/take", tags=["cases"], responses={204: {"description": "nothing waiting"}})
-def take_case(grid_id: str, worker: Annotated[str, Query(min_length=1, max_length=64)], store: Store,
-              cfg: Config) -> CaseOut | None:
-    """A grid worker's client takes the next case of its grid (consumer group read)."""
+@router.post("/grids/{grid_id}/take", tags=["queue"], responses={204: {"description": "nothing waiting"}, **NOT_FOUND})
+def take_case(grid_id: str, worker: Annotated[str, Query(min_length=1, max_length=64)], store: Store, cfg: Config,
+              wait_ms: Annotated[int, Query(ge=0, le=25000, description="wait this long for a case")] = 0
+              ) -> TakenCase:
+    """A grid worker's client takes the next case of its grid: fights first, then crowds by density.
+
+    Accept it (``POST /api/cases/{id}/accept``) within the claim timeout, or it is handed to another worker.
+    """
     if grid_id not in {g.id for g in cfg.grids}:
         raise HTTPException(404, f"no grid {grid_id}")
-    case = store.take(grid_id, worker)
+    case = store.take(grid_id, worker, block_ms=wait_ms or None)
     if case is None:
         raise HTTPException(204)
-    return CaseOut.of(case)
+    return TakenCase(**CaseOut.of(case).model_dump(), delivery_id=case["delivery_id"], deliveries=case["deliveries"])
 
 
-@router.get("/evidence/{name}", tags=["cases"], response_class=FileResponse, responses={404: {"model": ErrorOut}})
-def evidence(name: str, store: Annotated[EvidenceStore, Depends(get_evidence)]):
+@router.get("/evidence/{name}", tags=["cases"], response_class=FileResponse, responses=NOT_FOUND)
+def evidence(name: str, store: Evidence):
+    """Snapshots (JPEG), photos (JPEG, PNG) and clips (MP4, with range requests for seeking)."""
     path = store.path(name)
     if path is None:
         raise HTTPException(404, f"no evidence {name}")
-    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "max-age=86400, immutable"})
+    return FileResponse(path, media_type=store.media_type(name),
+                        headers={"Cache-Control": "max-age=86400, immutable"})
 
 
 @router.get("/events", tags=["cases"], response_class=EventSourceResponse)
 async def events(request: Request,
                  last_event_id: Annotated[str | None, Header()] = None) -> AsyncIterable[ServerSentEvent]:
-    """Pushes ``case.created`` and ``case.updated`` as they happen; resumes after ``Last-Event-ID``."""
+    """Pushes ``case.created``, ``case.updated``, ``case.escalated`` and ``case.deadletter``; resumes after ``Last-Event-ID``."""
     store: CaseStore = request.app.state.store
     client = aioredis.from_url(request.app.state.redis_url, socket_timeout=30)
     last = last_event_id or "$"
@@ -104,3 +190,6 @@ async def events(request: Request,
                                           raw_data=CaseOut.of(case).model_dump_json())
     finally:
         await client.aclose()
+
+
+router.include_router(queue.router)
