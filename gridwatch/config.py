@@ -6,9 +6,10 @@ starts, with the field path of each mistake.
 """
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -42,19 +43,43 @@ def _segments_cross(p1, p2, p3, p4) -> bool:
     return (d1 * d2 < 0) and (d3 * d4 < 0)
 
 
-class CrowdingRule(_Strict):
-    """Alert when at least ``threshold`` people stay in the zone for ``hold_s``."""
+# Crowd-safety practice (Fruin's levels of service, UK Green Guide): people per square metre.
+DENSITY_LEVELS: tuple[tuple[float, str], ...] = (
+    (2.0, "restricted movement"), (3.5, "involuntary contact"), (5.0, "dangerous"),
+)
 
-    threshold: int = Field(ge=1, description="persons in the zone that make a crowd")
-    hold_s: float = Field(default=10.0, ge=0.0, description="seconds the count must stay at or above threshold")
+
+class _Gate(_Strict):
+    """Timing every rule shares: how long before it fires, how long before it clears, and when it may fire again."""
+
+    hold_s: float = Field(default=10.0, ge=0.0, description="seconds the condition must hold before an incident starts")
+    clear_s: float = Field(default=5.0, ge=0.0, description="seconds the clear condition must hold before the incident ends")
+    cooldown_s: float = Field(
+        default=0.0, ge=0.0,
+        description="after an incident ends, no new one starts in this zone for this long (re-arm delay)",
+    )
+
+
+class CrowdingRule(_Gate):
+    """Alert when at least ``threshold`` people (or ``density`` people/m²) stay in the zone for ``hold_s``."""
+
+    threshold: int | None = Field(
+        default=None, ge=1,
+        description="persons in the zone that make a crowd; or leave it out and give density with the zone's area_m2",
+    )
+    density: float | None = Field(
+        default=None, gt=0, le=10,
+        description="people per m² that make a crowd (needs the zone's area_m2); default 2.0 when only area_m2 is given",
+    )
     clear_below: int | None = Field(
         default=None, ge=0,
         description="the incident clears when the count drops below this (hysteresis); default threshold - 1, at least 1 below",
     )
-    clear_s: float = Field(default=5.0, ge=0.0, description="seconds below clear_below before the incident clears")
 
     @model_validator(mode="after")
     def _hysteresis(self) -> "CrowdingRule":
+        if self.threshold is None:
+            return self  # the zone derives it from density x area_m2, then checks again
         if self.clear_below is None:
             self.clear_below = max(self.threshold - 1, 0)
         if self.clear_below > self.threshold - 1:
@@ -65,20 +90,98 @@ class CrowdingRule(_Strict):
         return self
 
 
-class ConflictRule(_Strict):
-    """First conflict signal: close people moving fast relative to each other."""
+class ConflictRule(_Gate):
+    """Fights and scuffles, from the pose-based classifier in models/conflict (vision.conflict)."""
 
     enabled: bool = True
-    hold_s: float = Field(default=1.0, ge=0.0, description="seconds the signal must persist")
-    min_score: float = Field(default=0.5, ge=0.0, le=1.0)
+    hold_s: float = Field(default=0.0, ge=0.0, description="seconds the classifier's score must stay above min_score")
+    min_score: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="classifier probability that starts an incident; default: the threshold the model was validated at",
+    )
+    clear_score: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="the incident clears when the score stays below this for clear_s (hysteresis); default min_score - 0.2",
+    )
+    clear_s: float = Field(default=5.0, ge=0.0)
+    cooldown_s: float = Field(default=30.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> "ConflictRule":
+        if self.clear_score is not None and self.min_score is not None and self.clear_score > self.min_score:
+            raise ValueError(f"clear_score ({self.clear_score}) must not exceed min_score ({self.min_score}); "
+                             "lower it so a fight that flickers does not end and restart")
+        return self
+
+
+class LoiteringRule(_Gate):
+    """Someone stays in the zone for ``dwell_s`` (a tracked person's time inside)."""
+
+    dwell_s: float = Field(default=120.0, gt=0, description="seconds one person stays in the zone before it counts as loitering")
+    min_people: int = Field(default=1, ge=1, description="how many people must be loitering at once")
+    hold_s: float = Field(default=0.0, ge=0.0)
+
+
+class GatheringRule(_Gate):
+    """A crowd forms fast: the count rises by ``rise`` people within ``within_s``."""
+
+    rise: int = Field(default=8, ge=2, description="people more than the lowest count of the last within_s seconds")
+    within_s: float = Field(default=30.0, gt=0, le=600, description="the window the rise must happen in")
+    min_count: int = Field(default=0, ge=0, description="and at least this many people in the zone")
+    hold_s: float = Field(default=2.0, ge=0.0)
+    cooldown_s: float = Field(default=60.0, ge=0.0)
+
+
+_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 
 
 class Zone(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     name: str = ""
     polygon: list[Point] = Field(description="vertices in normalised image coordinates (0..1, x right, y down)")
+    area_m2: float | None = Field(default=None, gt=0, description="the zone's real ground area; enables density (people/m²)")
+    min_confidence: float = Field(default=0.0, ge=0.0, lt=1.0, description="ignore detections below this confidence here")
+    min_box_height: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="ignore people whose box is shorter than this fraction of the frame height",
+    )
+    inertia: int = Field(default=2, ge=1, le=30,
+                         description="analysed frames in a row a person must be seen in the zone before counting")
+    active_hours: list[str] = Field(
+        default_factory=list,
+        description='local times the rules run, e.g. ["07:00-23:00"] or ["22:00-06:00"]; empty: always',
+    )
+    count_calibration: Path | None = Field(
+        default=None, description="JSON from `python -m vision.counting fit`: corrects dense-crowd counts for this camera",
+    )
     crowding: CrowdingRule | None = None
     conflict: ConflictRule = Field(default_factory=lambda: ConflictRule(enabled=False))
+    loitering: LoiteringRule | None = None
+    gathering: GatheringRule | None = None
+
+    @field_validator("active_hours")
+    @classmethod
+    def _hours(cls, spans: list[str]) -> list[str]:
+        for s in spans:
+            if not _HOURS.match(s):
+                raise ValueError(f"{s!r} is not a time span; write HH:MM-HH:MM in 24-hour time, e.g. 07:30-22:00")
+            if s[:5] == s[6:]:
+                raise ValueError(f"{s!r} starts and ends at the same time; leave active_hours empty to run always")
+        return spans
+
+    @model_validator(mode="after")
+    def _crowd_threshold(self) -> "Zone":
+        c = self.crowding
+        if c is None or c.threshold is not None:
+            if c is not None and c.density is not None and self.area_m2 is None:
+                raise ValueError("crowding.density needs the zone's area_m2 (square metres of ground in the polygon)")
+            return self
+        if self.area_m2 is None:
+            raise ValueError("crowding needs a threshold (people), or a density (people/m²) with the zone's area_m2")
+        if c.density is None:
+            c.density = DENSITY_LEVELS[0][0]
+        c.threshold = max(1, math.ceil(c.density * self.area_m2))
+        c._hysteresis()
+        return self
 
     @field_validator("polygon")
     @classmethod
@@ -275,6 +378,10 @@ class GridwatchConfig(_Strict):
         elif not a.spool_dir.is_absolute():
             a.spool_dir = base / a.spool_dir
         self.detector.weights_dirs = [d if d.is_absolute() else base / d for d in self.detector.weights_dirs]
+        for cam in self.cameras:
+            for z in cam.zones:
+                if z.count_calibration is not None and not z.count_calibration.is_absolute():
+                    z.count_calibration = base / z.count_calibration
         return self
 
     def camera(self, camera_id: str) -> Camera:

@@ -1,9 +1,15 @@
 """Detection, tracking, zones and rules: frames in, zone states and incidents out."""
-from .analyser import Analysis, CameraAnalyser
+from .analyser import Analysis, CameraAnalyser, ZoneAnalyser
+from .conflict import ConflictModel, CropPose
+from .conflict.monitor import ConflictMonitor
+from .counting import CountCalibration
 from .detections import Detections, Frame, Incident, ZoneState
 from .detector import PersonDetector
-from .rules import ConflictMonitor, CrowdingMonitor
-from .zones import PolygonZone
+from .rules import CrowdingMonitor, Gate, GatheringMonitor, LoiteringMonitor, density_level
+from .tiling import TiledDetector, TileGrid
+from .zones import ActiveHours, PolygonZone, ZonePresence
 
-__all__ = ["Analysis", "CameraAnalyser", "ConflictMonitor", "CrowdingMonitor", "Detections", "Frame",
-           "Incident", "PersonDetector", "PolygonZone", "ZoneState"]
+__all__ = ["ActiveHours", "Analysis", "CameraAnalyser", "ConflictModel", "ConflictMonitor", "CountCalibration",
+           "CropPose", "CrowdingMonitor", "Detections", "Frame", "Gate", "GatheringMonitor", "Incident",
+           "LoiteringMonitor", "PersonDetector", "PolygonZone", "TileGrid", "TiledDetector", "ZoneAnalyser",
+           "ZonePresence", "ZoneState", "density_level"]

@@ -3,12 +3,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gridwatch.config import Camera
+from gridwatch.config import Camera, Zone
 
+from .conflict.model import ConflictModel
+from .conflict.monitor import ConflictMonitor, shared_pose
+from .conflict.observe import CropPose
+from .counting import CountCalibration
 from .detections import Detections, Frame, Incident, ZoneState
-from .rules import ConflictMonitor, CrowdingMonitor
+from .rules import CrowdingMonitor, GatheringMonitor, LoiteringMonitor
 from .tracker import ByteTracker
-from .zones import PolygonZone
+from .zones import ActiveHours, PolygonZone, ZonePresence
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,29 +26,72 @@ class Analysis:
     incidents: tuple[Incident, ...]
 
 
-class CameraAnalyser:
-    """Owns one camera's tracker and rule state; fed frames in time order."""
+class ZoneAnalyser:
+    """One zone's filters (confidence, box size, inertia, active hours), its count and its rules."""
 
-    def __init__(self, camera: Camera):
+    def __init__(self, camera_id: str, zone: Zone, conflict_model: ConflictModel | None = None,
+                 pose: CropPose | None = None):
+        self.camera_id, self.cfg = camera_id, zone
+        self.zone = PolygonZone(zone.id, zone.polygon)
+        self.presence = ZonePresence()
+        self.active_hours = ActiveHours(zone.active_hours)
+        self.calibration = CountCalibration.load(zone.count_calibration) if zone.count_calibration else None
+        self.crowding = CrowdingMonitor(camera_id, zone.id, zone.crowding, zone.area_m2) if zone.crowding else None
+        self.gathering = GatheringMonitor(camera_id, zone.id, zone.gathering) if zone.gathering else None
+        self.loitering = LoiteringMonitor(camera_id, zone.id, zone.loitering) if zone.loitering else None
+        self.conflict = (ConflictMonitor(camera_id, zone.id, zone.conflict, conflict_model, pose)
+                         if zone.conflict.enabled else None)
+
+    def candidates(self, detections: Detections, wh: tuple[int, int]) -> Detections:
+        """The zone's people: feet inside the polygon, confident enough and big enough (false-alarm controls)."""
+        z = self.cfg
+        keep = self.zone.mask(detections, wh)
+        keep &= detections.confidence >= z.min_confidence
+        keep &= detections.height >= z.min_box_height * wh[1]
+        return detections[keep]
+
+    def step(self, frame: Frame, detections: Detections, tracks: Detections) -> tuple[ZoneState, list[Incident]]:
+        people = self.candidates(detections, frame.wh)
+        runs, ids = self.presence.update(frame.ts, people)
+        settled = runs >= self.cfg.inertia
+        counted = people[settled]
+        count = self.calibration.estimate(counted, frame.wh) if self.calibration else len(counted)
+        tracked = tracks[self.zone.mask(tracks, frame.wh)]
+        state = ZoneState(self.camera_id, self.cfg.id, frame.ts, count,
+                          tuple(int(t) for t in tracked.tracker_id))  # type: ignore[union-attr]
+        monitors = [m for m in (self.crowding, self.gathering, self.loitering, self.conflict) if m is not None]
+        if not self.active_hours(frame.ts):
+            return state, [i for m in monitors if (i := m.stop(frame.ts, count)) is not None]
+        out: list[Incident] = []
+        for monitor, observation in ((self.crowding, (count,)), (self.gathering, (count,)),
+                                     (self.loitering, (ids[settled].tolist(),)),
+                                     (self.conflict, (frame.image, people))):
+            if monitor is not None and (inc := monitor.update(frame.ts, *observation)) is not None:
+                out.append(inc)
+        return state, out
+
+
+class CameraAnalyser:
+    """Owns one camera's tracker and zones; fed frames in time order.
+
+    ``conflict_model`` and ``pose`` may be passed in to share them across
+    cameras; by default one process-wide copy of each is used (loaded on the
+    first camera with a conflict zone).
+    """
+
+    def __init__(self, camera: Camera, conflict_model: ConflictModel | None = None, pose: CropPose | None = None):
         self.camera_id = camera.id
         self.tracker = ByteTracker(fps=camera.fps)
-        self.zones = [PolygonZone(z.id, z.polygon) for z in camera.zones]
-        self.crowding = {z.id: CrowdingMonitor(camera.id, z.id, z.crowding) for z in camera.zones if z.crowding}
-        self.conflict = {z.id: ConflictMonitor(camera.id, z.id, z.conflict) for z in camera.zones if z.conflict.enabled}
+        if pose is None and any(z.conflict.enabled for z in camera.zones):
+            pose = shared_pose()
+        self.zones = [ZoneAnalyser(camera.id, z, conflict_model, pose) for z in camera.zones]
 
     def analyse(self, frame: Frame, detections: Detections) -> Analysis:
         tracks = self.tracker.update(detections)
         states, incidents = [], []
         for zone in self.zones:
-            # Counts come from detections, not confirmed tracks: at 1-3 analysis fps a walking person
-            # often moves too far between frames for ByteTrack to confirm a new track, and a crowd
-            # would be under-counted. Tracks carry identity (conflict now, dwell and inertia later).
-            count = int(zone.mask(detections, frame.wh).sum())
-            tracked = tracks[zone.mask(tracks, frame.wh)]
-            ids = tuple(int(t) for t in tracked.tracker_id)  # type: ignore[union-attr]
-            states.append(ZoneState(self.camera_id, zone.zone_id, frame.ts, count, ids))
-            for monitor, observation in ((self.crowding.get(zone.zone_id), count),
-                                         (self.conflict.get(zone.zone_id), tracked)):
-                if monitor is not None and (inc := monitor.update(frame.ts, observation)) is not None:
-                    incidents.append(inc)
+            state, found = zone.step(frame, detections, tracks)
+            states.append(state)
+            incidents += found
         return Analysis(frame, detections, tracks, tuple(states), tuple(incidents))
+

@@ -1,0 +1,404 @@
+"""Accuracy of gridwatch's analytics on real footage: ``detect``, ``count`` and ``fight``.
+
+    python bench/eval.py detect --data ../shared/data/pets-s2l1
+    python bench/eval.py count  --data ../shared/data/mall-train
+    python bench/eval.py fight  --data ../shared/data/fight-dev [--cv]
+
+Each command runs what gridwatch ships, unchanged, on any folder of the same
+layout (nothing is fitted on ``--data`` except in ``fight --cv``), shows a
+progress bar, writes ``bench/results/eval_<command>.json`` (and plots under
+``docs/img/`` with ``--plots``) and prints the results as a JSON object on its
+last line. Model outputs are cached under ``var/cache/eval`` keyed by the file's
+content hash, so re-runs only redo the cheap part.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CACHE = ROOT / "var" / "cache" / "eval"
+RESULTS = ROOT / "bench" / "results"
+IMG = ROOT / "docs" / "img"
+
+
+# --------------------------------------------------------------------------- common
+
+
+def machine() -> dict:
+    import torch
+
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "device": "cuda" if torch.cuda.is_available() else "cpu"}
+
+
+def file_key(path: Path) -> str:
+    """Content hash, so a cached result follows the footage, not its name."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:20]
+
+
+def cached(name: str, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """npz cache under var/cache/eval; ``name`` must encode every input that changes the result."""
+    path = CACHE / f"{name}.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    out = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **out)
+    tmp.replace(path)
+    return out
+
+
+def video_frames(path: Path, every: int = 1) -> Iterator[tuple[int, float, np.ndarray]]:
+    """(index, seconds, BGR image) of every ``every``-th frame; PyAV because OpenCV 5 wheels lack some codecs."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        for i, frame in enumerate(container.decode(stream)):
+            if i % every == 0:
+                ts = float(frame.pts * stream.time_base) if frame.pts is not None else i / float(stream.average_rate)
+                yield i, ts, frame.to_ndarray(format="bgr24")
+
+
+def pack(dets: list) -> dict[str, np.ndarray]:
+    """Ragged per-frame detections as flat arrays + offsets (npz-friendly)."""
+    sizes = np.array([len(d) for d in dets], np.int64)
+    xyxy = np.concatenate([d.xyxy for d in dets]) if dets else np.zeros((0, 4), np.float32)
+    conf = np.concatenate([d.confidence for d in dets]) if dets else np.zeros((0,), np.float32)
+    return {"offsets": np.concatenate([[0], np.cumsum(sizes)]), "xyxy": xyxy.astype(np.float32),
+            "conf": conf.astype(np.float32)}
+
+
+def unpack(z: dict[str, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    o = z["offsets"]
+    return [(z["xyxy"][o[i]:o[i + 1]], z["conf"][o[i]:o[i + 1]]) for i in range(len(o) - 1)]
+
+
+def write_result(command: str, result: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"eval_{command}.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------- detect
+
+
+@dataclass(frozen=True)
+class DetectSetup:
+    """One way of running a model: weights, input size and whether frames are also tiled."""
+
+    model: str
+    imgsz: int
+    tiles: int = 0  # 0: full frame only; n: also n x n overlapping tiles
+
+    @property
+    def name(self) -> str:
+        return f"{self.model.removesuffix('.pt')}@{self.imgsz}" + (f"+tiles{self.tiles}x{self.tiles}" if self.tiles else "")
+
+    @staticmethod
+    def parse(text: str) -> "DetectSetup":
+        """``yolov10n.pt@960`` or ``yolov10n.pt@640+tiles2``."""
+        model, _, rest = text.partition("@")
+        size, _, tiles = rest.partition("+tiles")
+        return DetectSetup(model, int(size or 640), int(tiles or 0))
+
+
+def build_detector(setup: DetectSetup, confidence: float):
+    from gridwatch.config import DetectorConfig
+    from models import resolve_weights
+    from vision.detector import PersonDetector
+    from vision.tiling import TileGrid, TiledDetector
+
+    det = PersonDetector(resolve_weights(setup.model), DetectorConfig(imgsz=setup.imgsz, confidence=confidence,
+                                                                        device="cpu" if not _cuda() else "auto"))
+    return TiledDetector(det, TileGrid(setup.tiles, setup.tiles)) if setup.tiles else det
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+RAW_CONF = 0.05  # cache everything above this; thresholds are applied afterwards
+
+
+def detections_for_video(video: Path, setup: DetectSetup, every: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    key = f"det-{file_key(video)}-{setup.name}-e{every}-c{RAW_CONF}"
+
+    def compute():
+        det = build_detector(setup, RAW_CONF)
+        frames = list(video_frames(video, every))
+        out = []
+        for _, _, img in tqdm(frames, desc=f"detect {setup.name}", unit="frame", file=sys.stderr):
+            out += det.detect([img])
+        return pack(out) | {"index": np.array([i for i, _, _ in frames])}
+
+    z = cached(key, compute)
+    return unpack(z)
+
+
+def load_boxes_gt(path: Path) -> dict[int, np.ndarray]:
+    """gt.csv: frame, id, x1, y1, x2, y2 -> {frame: (N, 4)}."""
+    out: dict[int, list] = {}
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            out.setdefault(int(row["frame"]), []).append([float(row[k]) for k in ("x1", "y1", "x2", "y2")])
+    return {k: np.asarray(v, np.float32) for k, v in out.items()}
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = lambda r: (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
+
+
+def match_counts(pred: np.ndarray, conf: np.ndarray, gt: np.ndarray, thr: float = 0.5) -> tuple[int, int, int]:
+    """(true positives, predictions, ground-truth boxes) with greedy matching in confidence order (VOC/COCO style)."""
+    order = np.argsort(-conf)
+    pred = pred[order]
+    iou = iou_matrix(pred, gt)
+    used = np.zeros(len(gt), bool)
+    tp = 0
+    for i in range(len(pred)):
+        if len(gt) == 0:
+            break
+        cand = np.where(~used, iou[i], -1.0)
+        j = int(np.argmax(cand))
+        if cand[j] >= thr:
+            used[j] = True
+            tp += 1
+    return tp, len(pred), len(gt)
+
+
+def score_detections(dets: list[tuple[np.ndarray, np.ndarray]], index: np.ndarray, gt: dict[int, np.ndarray],
+                     conf: float, min_height: float = 0.0) -> dict:
+    tp = npred = ngt = 0
+    for i, (xyxy, c) in zip(index.tolist(), dets):
+        keep = (c >= conf) & ((xyxy[:, 3] - xyxy[:, 1]) >= min_height)
+        a, b, g = match_counts(xyxy[keep], c[keep], gt.get(i, np.zeros((0, 4), np.float32)))
+        tp, npred, ngt = tp + a, npred + b, ngt + g
+    return {"recall": tp / max(ngt, 1), "precision": tp / max(npred, 1), "tp": tp, "predictions": npred, "gt": ngt}
+
+
+DEFAULT_SETUPS = ("yolov10n.pt@640", "yolov10n.pt@960", "yolo11n-pose.pt@960")
+
+
+def shipped_detect_setup() -> tuple[DetectSetup, float]:
+    """What gridwatch ships for person detection: the config model's defaults."""
+    from gridwatch.config import DetectorConfig
+
+    d = DetectorConfig()
+    return DetectSetup(d.model, d.imgsz), d.confidence
+
+
+def cmd_detect(args) -> dict:
+    data = Path(args.data)
+    videos = sorted(p for p in data.iterdir() if p.suffix.lower() in (".avi", ".mp4", ".mkv", ".mov"))
+    if not videos or not (data / "gt.csv").exists():
+        raise SystemExit(f"{data}: expected one video (.avi/.mp4) and gt.csv (frame,id,x1,y1,x2,y2)")
+    video, gt = videos[0], load_boxes_gt(data / "gt.csv")
+    ship, ship_conf = shipped_detect_setup()
+    setups = [DetectSetup.parse(s) for s in (args.setups or DEFAULT_SETUPS)]
+    if ship not in setups:
+        setups.insert(0, ship)
+    rows = []
+    for s in setups:
+        t0 = time.perf_counter()
+        z_dets = detections_for_video(video, s, args.every)
+        index = np.arange(0, len(z_dets) * args.every, args.every)
+        for conf in sorted({ship_conf, *args.conf}):
+            rows.append({"setup": s.name, "confidence": conf, **score_detections(z_dets, index, gt, conf)})
+        log(f"{s.name}: {time.perf_counter() - t0:.1f}s")
+    main_row = next(r for r in rows if r["setup"] == ship.name and r["confidence"] == ship_conf)
+    return {"command": "detect", "data": str(data), "video": video.name, "frames_every": args.every,
+            "shipped": {"setup": ship.name, "confidence": ship_conf}, "recall": main_row["recall"],
+            "precision": main_row["precision"], "iou": 0.5, "table": rows, "machine": machine()}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- count
+
+
+def cmd_count(args) -> dict:
+    import cv2
+
+    from vision.counting import CountCalibration, in_roi, read_counts
+    from vision.detections import Detections
+
+    data = Path(args.data)
+    if not (data / "counts.csv").exists() or not (data / "frames").is_dir():
+        raise SystemExit(f"{data}: expected frames/ and counts.csv (frame,count), like mall-train/")
+    cal = CountCalibration.load(args.calibration)
+    counts = read_counts(data / "counts.csv")
+    names = sorted(counts)
+    roi_path = data / "roi_mask.png"
+    roi = cv2.imread(str(roi_path), cv2.IMREAD_GRAYSCALE) if roi_path.exists() else None
+    setup = DetectSetup(cal.detector["model"], int(cal.detector["imgsz"]), int(cal.detector.get("tiles", 0)))
+    h = hashlib.sha256()
+    for n in names:
+        st = (data / "frames" / n).stat()
+        h.update(f"{n}:{st.st_size}".encode())
+    key = f"count-{h.hexdigest()[:16]}-{setup.name}-c{RAW_CONF}"
+
+    def compute():
+        det = build_detector(setup, RAW_CONF)
+        out = []
+        for n in tqdm(names, desc=f"count {setup.name}", unit="frame", file=sys.stderr):
+            img = cv2.imread(str(data / "frames" / n))
+            if img is None:
+                raise SystemExit(f"{data / 'frames' / n}: not a readable image")
+            out += det.detect([img])
+        return pack(out)
+
+    raw = unpack(cached(key, compute))
+    wh = cv2.imread(str(data / "frames" / names[0])).shape[1::-1]
+    true = np.array([counts[n] for n in names])
+    dets = [in_roi(Detections(x, c, np.zeros(len(c), np.int32)), roi) for x, c in raw]
+    est = np.array([cal.estimate_float(d, wh) for d in dets])
+    plain = np.array([int((d.confidence >= cal.detector.get("confidence", 0.25)).sum()) for d in dets])
+    err, perr = est - true, plain - true
+    result = {"command": "count", "data": str(data), "frames": len(names), "calibration": str(args.calibration),
+              "detector": cal.detector, "mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean())),
+              "bias": float(err.mean()), "uncalibrated_mae": float(np.abs(perr).mean()),
+              "uncalibrated_rmse": float(np.sqrt((perr ** 2).mean())), "mean_true_count": float(true.mean()),
+              "machine": machine()}
+    if args.plots:
+        plot_counts(true, est, plain, IMG / f"count_{data.name}.png", result)
+    return result
+
+
+def plot_counts(true, est, plain, path: Path, r: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3), dpi=80)
+    ax.plot(true, "k-", lw=1, label="true")
+    ax.plot(est, "C0-", lw=1, label=f"calibrated (MAE {r['mae']:.2f})")
+    ax.plot(plain, "C3-", lw=0.8, alpha=0.7, label=f"detections (MAE {r['uncalibrated_mae']:.2f})")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("people in ROI")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- fight
+
+
+def _train_module():
+    sys.path.insert(0, str(ROOT / "models" / "conflict"))
+    import train  # models/conflict/train.py: the clip reading, observation cache and CV the classifier came from
+
+    return train
+
+
+def cmd_fight(args) -> dict:
+    T = _train_module()
+    clips = T.list_clips(Path(args.data))
+    y = np.array([c.label for c in clips])
+    timing: dict = {}
+
+    class TimedObserver(T.ClipObserver):
+        def observe(self, path):
+            out = super().observe(path)
+            timing["detect_s"], timing["pose_s"] = self.detect_s, self.pose.seconds
+            return out
+
+    obs = T.observations(clips, TimedObserver)
+    if args.cv:
+        X, owner, ends = T.window_matrix(obs)
+        out = T.cross_validate(clips, X, owner, ends, args.kind, threshold=args.threshold, hold=args.hold)
+        result = {"command": "fight", "mode": f"cross-validation, {out['folds']} folds grouped by blocks of "
+                  f"{T.BLOCK} clip numbers", "kind": args.kind, **out}
+    else:
+        from gridwatch.config import ConflictRule
+        from vision.conflict.model import ConflictModel
+        from vision.conflict.monitor import ConflictMonitor
+
+        model = ConflictModel.load(args.model)
+        fired, when = np.zeros(len(clips), bool), np.full(len(clips), np.nan)
+        for i, o in enumerate(tqdm(obs, desc="conflict monitor", unit="clip", file=sys.stderr)):
+            mon = ConflictMonitor("eval", "clip", ConflictRule(enabled=True), model, pose=None)
+            for ob in o:
+                inc = mon.push(ob)
+                if inc is not None and inc.phase == "start":
+                    fired[i], when[i] = True, ob.ts - o[0].ts
+                    break
+        out = T.scores(y, fired)
+        hit = when[fired & (y == 1)]
+        result = {"command": "fight", "mode": "shipped model, unchanged", "model": str(args.model),
+                  **out, "alert_s_median": float(np.median(hit)) if len(hit) else None,
+                  "alert_s_max": float(np.max(hit)) if len(hit) else None,
+                  "alert_within_2s": float((hit <= 2.0).mean()) if len(hit) else None}
+    if timing:
+        result["pose_over_detection_time"] = timing["pose_s"] / max(timing["detect_s"], 1e-9)
+    result.update({"clips": len(clips), "data": str(args.data), "sample_fps": T.SAMPLE_FPS, "machine": machine()})
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("detect", help="person detection on a video + gt.csv (pets-s2l1 layout)")
+    d.add_argument("--data", required=True)
+    d.add_argument("--every", type=int, default=1, help="score every n-th frame")
+    d.add_argument("--setups", nargs="*", help="e.g. yolov10n.pt@640 yolov10n.pt@960 yolov10n.pt@640+tiles2")
+    d.add_argument("--conf", nargs="*", type=float, default=[0.25, 0.35, 0.5])
+    c = sub.add_parser("count", help="crowd counting on frames + counts.csv (mall-train layout)")
+    c.add_argument("--data", required=True)
+    c.add_argument("--calibration", type=Path, default=ROOT / "models" / "counting" / "mall.json")
+    c.add_argument("--plots", action="store_true", help="write docs/img/count_<folder>.png")
+    f = sub.add_parser("fight", help="conflict detection on fight/*.mp4 + noFight/*.mp4 (fight-dev layout)")
+    f.add_argument("--data", required=True)
+    f.add_argument("--cv", action="store_true", help="train and score with grouped cross-validation instead")
+    f.add_argument("--model", type=Path, default=ROOT / "models" / "conflict" / "conflict-v1.json")
+    f.add_argument("--kind", choices=["logistic", "trees"], default="trees", help="--cv: classifier")
+    f.add_argument("--threshold", type=float, default=0.5, help="--cv: probability threshold")
+    f.add_argument("--hold", type=int, default=2, help="--cv: windows in a row")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    result = {"detect": cmd_detect, "count": cmd_count, "fight": cmd_fight}[args.command](args)
+    result["wall_s"] = round(time.perf_counter() - t0, 1)
+    name = args.command + ("_cv" if getattr(args, "cv", False) else "") + f"_{Path(args.data).name}"
+    write_result(name, result)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Interaction features of a short window of observations: the one feature code for training and runtime.
+
+Everything is in body heights and seconds, so the numbers mean the same near
+and far from the camera and at any analysis rate. The window is summarised by
+the pairs of people who stand close together (distance, overlap, how they
+approach, how fast their limbs move relative to their hips, arms raised, a
+torso tipping over, the flow inside their boxes and how disordered it is)
+against the motion of the whole scene (camera shake and moving crowds, which
+set off motion-only detectors).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .observe import CLOSE_H, Observation, close_pairs
+
+LIMBS = [7, 8, 9, 10, 13, 14, 15, 16]  # elbows, wrists, knees, ankles
+WRISTS, SHOULDERS, HIPS = [9, 10], [5, 6], [11, 12]
+KP_MIN_CONF = 0.3
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "people_mean", "pairs_mean", "pair_frames",
+    "dist_min", "dist_mean", "iou_max", "iou_mean", "approach_min", "approach_abs",
+    "flow_pair_max", "flow_pair_mean", "chaos_pair_mean", "chaos_pair_max", "flow_any_max",
+    "scene_flow", "flow_pair_over_scene",
+    "body_speed_max", "body_speed_mean", "shape_rate_max", "shape_rate_mean",
+    "limb_speed_max", "limb_speed_mean", "reach_min", "reach_mean", "arms_up", "tilt_max", "tilt_change",
+    "pose_coverage",
+)
+
+
+def _centres(xyxy: np.ndarray) -> np.ndarray:
+    return np.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2], axis=1)
+
+
+def link(prev: np.ndarray, cur: np.ndarray, gate_h: float = 1.0) -> np.ndarray:
+    """For each current box, the index of the same person in ``prev`` or -1 (optimal assignment by centre distance)."""
+    from scipy.optimize import linear_sum_assignment
+
+    out = np.full(len(cur), -1, np.int64)
+    if len(prev) == 0 or len(cur) == 0:
+        return out
+    h = np.maximum((cur[:, 3] - cur[:, 1])[:, None] + (prev[:, 3] - prev[:, 1])[None, :], 2.0) / 2
+    d = np.linalg.norm(_centres(cur)[:, None] - _centres(prev)[None], axis=2) / h
+    cost = np.where(d <= gate_h, d, 1e6)
+    for r, c in zip(*linear_sum_assignment(cost)):
+        if cost[r, c] < 1e6:
+            out[r] = c
+    return out
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter + 1e-9)
+
+
+def _hip_centre(kp: np.ndarray, box: np.ndarray) -> np.ndarray:
+    hips = kp[HIPS]
+    ok = hips[:, 2] >= KP_MIN_CONF
+    if ok.any():
+        return hips[ok, :2].mean(axis=0)
+    return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+
+
+def _reach(kp: np.ndarray, other: np.ndarray, h: float) -> float:
+    """How far the nearest wrist of one person is from the other person's box, in heights (0 inside)."""
+    best = np.inf
+    for k in WRISTS:
+        if kp[k, 2] < KP_MIN_CONF:
+            continue
+        x, y = kp[k, :2]
+        dx = max(other[0] - x, 0.0, x - other[2])
+        dy = max(other[1] - y, 0.0, y - other[3])
+        best = min(best, float(np.hypot(dx, dy)) / h)
+    return best
+
+
+def _arms_up(kp: np.ndarray) -> float | None:
+    """Fraction of visible wrists above their shoulder: striking, shoving, shielding."""
+    votes = [float(kp[w, 1] < kp[s, 1]) for w, s in zip(WRISTS, SHOULDERS)
+             if kp[w, 2] >= KP_MIN_CONF and kp[s, 2] >= KP_MIN_CONF]
+    return float(np.mean(votes)) if votes else None
+
+
+def _tilt(kp: np.ndarray) -> float | None:
+    """Torso angle from upright, 0..1 (1 = lying): falls and grappling."""
+    s, hp = kp[SHOULDERS], kp[HIPS]
+    if (s[:, 2] < KP_MIN_CONF).any() or (hp[:, 2] < KP_MIN_CONF).any():
+        return None
+    v = s[:, :2].mean(axis=0) - hp[:, :2].mean(axis=0)
+    return float(np.arctan2(abs(v[0]), max(-v[1], 1e-6)) / (np.pi / 2)) if np.linalg.norm(v) > 1 else None
+
+
+def _agg(values: list[float], how, empty: float) -> float:
+    v = [x for x in values if x is not None and np.isfinite(x)]
+    return float(how(v)) if v else empty
+
+
+def window_features(window: Sequence[Observation]) -> np.ndarray:
+    """One vector (``FEATURE_NAMES``) summarising a window of consecutive observations of one zone."""
+    people, npairs, pair_frames = [], [], 0
+    dist, iou, approach, fpair, chaos, fany, scene = [], [], [], [], [], [], []
+    body, shape, limb, reach, arms, tilt, tilt_all, covered = [], [], [], [], [], [], [], []
+    prev: Observation | None = None
+    prev_pairs: dict[tuple[int, int], float] = {}
+    for ob in window:
+        n = len(ob.xyxy)
+        h = np.maximum(ob.xyxy[:, 3] - ob.xyxy[:, 1], 1.0)
+        pairs = close_pairs(ob.xyxy)
+        people.append(n)
+        npairs.append(len(pairs))
+        pair_frames += bool(pairs)
+        fany += [float(x) for x in ob.flow_mag if np.isfinite(x)]
+        if np.isfinite(ob.scene_flow):
+            scene.append(ob.scene_flow * ob.frame_h / max(float(np.median(h)) if n else ob.frame_h, 1.0))
+        links = link(prev.xyxy, ob.xyxy) if prev is not None else np.full(n, -1)
+        dt = ob.ts - prev.ts if prev is not None else 0.0
+        in_pair = sorted({k for p in pairs for k in p})
+        frame_tilt: list[float | None] = []
+        # per person motion, only for those in a close pair (the rest cannot be fighting each other)
+        for k in in_pair:
+            j = links[k]
+            if j >= 0 and dt > 0:
+                pb, cb = prev.xyxy[j], ob.xyxy[k]
+                ph, ch = max(pb[3] - pb[1], 1.0), max(cb[3] - cb[1], 1.0)
+                body.append(float(np.linalg.norm(_centres(cb[None])[0] - _centres(pb[None])[0])) / ch / dt)
+                shape.append(abs(ch / max(cb[2] - cb[0], 1.0) - ph / max(pb[2] - pb[0], 1.0)) / dt
+                             + abs(ch - ph) / ch / dt)
+                if ob.has_pose[k] and prev.has_pose[j]:
+                    a, b = prev.keypoints[j], ob.keypoints[k]
+                    rel_a = a[LIMBS, :2] - _hip_centre(a, pb)
+                    rel_b = b[LIMBS, :2] - _hip_centre(b, cb)
+                    ok = (a[LIMBS, 2] >= KP_MIN_CONF) & (b[LIMBS, 2] >= KP_MIN_CONF)
+                    if ok.any():
+                        limb.append(float(np.linalg.norm(rel_b[ok] - rel_a[ok], axis=1).max()) / ch / dt)
+            if ob.has_pose[k]:
+                covered.append(1.0)
+                arms.append(_arms_up(ob.keypoints[k]))
+                frame_tilt.append(_tilt(ob.keypoints[k]))
+            else:
+                covered.append(0.0)
+        cur_pairs = {}
+        for i, j in pairs:
+            mh = (h[i] + h[j]) / 2
+            d = float(np.linalg.norm(_centres(ob.xyxy[[i]])[0] - _centres(ob.xyxy[[j]])[0]) / mh)
+            dist.append(d)
+            iou.append(_box_iou(ob.xyxy[i], ob.xyxy[j]))
+            fpair.append(_agg([ob.flow_mag[i], ob.flow_mag[j]], max, np.nan))
+            chaos.append(_agg([ob.flow_chaos[i], ob.flow_chaos[j]], np.mean, np.nan))
+            if ob.has_pose[i]:
+                reach.append(_reach(ob.keypoints[i], ob.xyxy[j], h[i]))
+            if ob.has_pose[j]:
+                reach.append(_reach(ob.keypoints[j], ob.xyxy[i], h[j]))
+            key = (int(links[i]), int(links[j]))
+            if dt > 0 and min(key) >= 0 and tuple(sorted(key)) in prev_pairs:
+                approach.append((d - prev_pairs[tuple(sorted(key))]) / dt)
+            cur_pairs[(i, j)] = d
+        prev_pairs = cur_pairs
+        tilt += frame_tilt
+        tilt_all.append(_agg(frame_tilt, max, np.nan))
+        prev = ob
+    fpm = _agg(fpair, np.mean, 0.0)
+    sc = _agg(scene, np.mean, 0.0)
+    ta = [t for t in tilt_all if np.isfinite(t)]
+    out = [
+        _agg(people, np.mean, 0.0), _agg(npairs, np.mean, 0.0), pair_frames / max(len(window), 1),
+        _agg(dist, min, CLOSE_H), _agg(dist, np.mean, CLOSE_H), _agg(iou, max, 0.0), _agg(iou, np.mean, 0.0),
+        _agg(approach, min, 0.0), _agg([abs(a) for a in approach], np.mean, 0.0),
+        _agg(fpair, max, 0.0), fpm, _agg(chaos, np.mean, 0.0), _agg(chaos, max, 0.0), _agg(fany, max, 0.0),
+        sc, fpm / (sc + 0.05),
+        _agg(body, max, 0.0), _agg(body, np.mean, 0.0), _agg(shape, max, 0.0), _agg(shape, np.mean, 0.0),
+        _agg(limb, max, 0.0), _agg(limb, np.mean, 0.0), _agg(reach, min, 1.0), _agg(reach, np.mean, 1.0),
+        _agg(arms, np.mean, 0.0), _agg(tilt, max, 0.0), float(np.ptp(ta)) if len(ta) > 1 else 0.0,
+        _agg(covered, np.mean, 0.0),
+    ]
+    return np.asarray(out, np.float64)

@@ -1,0 +1,94 @@
+"""The runtime conflict rule: observations -> sliding-window features -> classifier -> incidents."""
+from __future__ import annotations
+
+from collections import deque
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from gridwatch.config import ConflictRule
+
+from ..detections import Detections, Incident
+from ..rules import Gate
+from .features import window_features
+from .model import DEFAULT_MODEL, ConflictModel
+from .observe import CropPose, Observation, Observer
+
+
+@lru_cache(maxsize=4)
+def shared_model(path: Path = DEFAULT_MODEL) -> ConflictModel:
+    """One loaded classifier per file for the whole process (it is read-only)."""
+    return ConflictModel.load(path)
+
+
+@lru_cache(maxsize=2)
+def shared_pose(device: str = "auto") -> CropPose:
+    """One pose model per process and device, shared by every camera's monitor (it is stateless)."""
+    from models import resolve_weights
+
+    if device == "auto":
+        import torch
+
+        device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    return CropPose(resolve_weights("yolo11n-pose.pt"), device=device)
+
+
+class ConflictMonitor:
+    """Fires when the classifier's fight probability stays above ``min_score`` for the model's hold windows
+    (and the rule's ``hold_s``); clears below ``clear_score`` for ``clear_s``; then ``cooldown_s`` before re-arming.
+
+    ``update`` takes the frame because pose runs on crops of it; pass ``pose=None``
+    (tests, or a zone with pose switched off) to run on motion and boxes alone.
+    """
+
+    def __init__(self, camera_id: str, zone_id: str, rule: ConflictRule, model: ConflictModel | None = None,
+                 pose: CropPose | None = None):
+        self.camera_id, self.zone_id, self.rule = camera_id, zone_id, rule
+        self.model = model or shared_model()
+        self.observer = Observer(pose)
+        self.min_score = rule.min_score if rule.min_score is not None else self.model.threshold
+        self.clear_score = rule.clear_score if rule.clear_score is not None else max(self.min_score - 0.2, 0.0)
+        self.gate = Gate(rule.hold_s, rule.clear_s, rule.cooldown_s)
+        self._window: deque[Observation] = deque()
+        self._run = 0  # consecutive windows above min_score
+        self.score = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.gate.active
+
+    def _score(self) -> float:
+        w = self._window
+        if len(w) < 2 or w[-1].ts - w[0].ts < 0.75 * self.model.window_s:
+            return 0.0  # not a full window yet
+        return float(self.model.proba(window_features(list(w)))[0])
+
+    def update(self, ts: float, image: np.ndarray, people: Detections) -> Incident | None:
+        return self.push(self.observer.observe(ts, image, people))
+
+    def push(self, ob: Observation) -> Incident | None:
+        """The rule on an observation already made (what ``update`` does after observing; replays use it)."""
+        ts = ob.ts
+        self._window.append(ob)
+        while self._window and self._window[0].ts <= ts - self.model.window_s - 1e-6:
+            self._window.popleft()
+        self.score = self._score()
+        self._run = self._run + 1 if self.score >= self.min_score else 0
+        on = self._run >= self.model.hold_windows
+        phase = self.gate.step(ts, on, self.score < self.clear_score)
+        if phase == "start":
+            return Incident("conflict", "start", self.camera_id, self.zone_id, ts, len(ob.xyxy), self.score,
+                            f"fight probability {self.score:.2f} over the last {self.model.window_s:g}s")
+        if phase == "end":
+            return Incident("conflict", "end", self.camera_id, self.zone_id, ts, len(ob.xyxy), self.score,
+                            f"calm for {self.rule.clear_s:g}s")
+        return None
+
+    def stop(self, ts: float, count: int) -> Incident | None:
+        self._window.clear()
+        self._run = 0
+        if self.gate.stop(ts):
+            return Incident("conflict", "end", self.camera_id, self.zone_id, ts, count, 0.0,
+                            "outside the zone's active hours")
+        return None
