@@ -10,7 +10,9 @@ from fastapi.staticfiles import StaticFiles
 from alerts import CaseStore, EvidenceStore
 from gridwatch.config import GridwatchConfig
 
-from .routers import cameras, cases
+from gridwatch.telemetry import Telemetry
+
+from .routers import cameras, cases, metrics
 
 STATIC = Path(__file__).with_name("static")
 
@@ -20,7 +22,9 @@ def create_app(cfg: GridwatchConfig, store: CaseStore, redis_url: str, evidence:
     app = FastAPI(title="gridwatch", version="0.1.0",
                   description="Cameras, alerts and grid cases of the governance centre.")
     app.state.config, app.state.store, app.state.redis_url, app.state.evidence = cfg, store, redis_url, evidence
+    app.state.telemetry = Telemetry(store.r, store.p)
     app.include_router(cameras.router)
+    app.include_router(metrics.router)
     app.include_router(cases.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -5,6 +5,7 @@ from fastapi import Request
 
 from alerts import CaseStore, EvidenceStore
 from gridwatch.config import GridwatchConfig
+from gridwatch.telemetry import Telemetry
 
 
 def get_store(request: Request) -> CaseStore:
@@ -13,6 +14,10 @@ def get_store(request: Request) -> CaseStore:
 
 def get_config(request: Request) -> GridwatchConfig:
     return request.app.state.config
+
+
+def get_telemetry(request: Request) -> Telemetry:
+    return request.app.state.telemetry
 
 
 def get_evidence(request: Request) -> EvidenceStore:

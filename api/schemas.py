@@ -146,6 +146,11 @@ class ZoneOut(BaseModel):
     count: int | None = None
 
 
+class CameraStateChange(BaseModel):
+    state: str
+    since: float
+
+
 class CameraOut(BaseModel):
     id: str
     name: str
@@ -153,14 +158,25 @@ class CameraOut(BaseModel):
     lat: float
     lon: float
     fps: float
-    url: str = Field(description="stream URL with any password masked")
-    state: str = "unknown"
-    since: float | None = None
+    url: str = Field(description="detect stream URL with any password masked")
+    view_url: str | None = Field(default=None, description="main stream URL, password masked")
+    state: Literal["unknown", "connecting", "online", "stalled", "offline", "unauthorized", "stopped"] = "unknown"
+    since: float | None = Field(default=None, description="when the camera entered its state (unix seconds)")
+    history: list[CameraStateChange] = Field(default_factory=list, description="recent state changes, oldest first")
+    fps_in: float = Field(default=0.0, description="frames decoded per second")
+    fps_analysed: float = Field(default=0.0, description="frames handed to the analyser per second")
     frames_in: int = 0
     frames_analysed: int = 0
     frames_dropped: int = 0
+    frames_skipped: int = Field(default=0, description="packets never decoded because no analysis needed them")
+    decode_errors: int = 0
+    decode_cpu_s: float = Field(default=0.0, description="CPU seconds spent decoding this camera")
+    decode_mode: str = Field(default="unknown", description="keyframes | until-due | all")
+    hwaccel: str = "cpu"
     reconnects: int = 0
-    last_error: str | None = None
+    last_error: str | None = Field(default=None, description="last error, credentials masked")
+    width: int | None = None
+    height: int | None = None
     zones: list[ZoneOut]
 
 

@@ -205,7 +205,9 @@ class Zone(_Strict):
 class Camera(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     name: str = ""
-    url: str = Field(description="rtsp:// or rtsps:// URL, or a local video file path (demo, tests)")
+    url: str = Field(description="detect stream: rtsp:// or rtsps:// URL (a low-resolution substream is best), "
+                                 "or a local video file path (demo, tests)")
+    view_url: str | None = Field(default=None, description="main stream for live view and clips; default: url")
     grid: str
     lat: float = Field(ge=-90, le=90)
     lon: float = Field(ge=-180, le=180)
@@ -213,9 +215,11 @@ class Camera(_Strict):
     enabled: bool = True
     zones: list[Zone] = Field(default_factory=list)
 
-    @field_validator("url")
+    @field_validator("url", "view_url")
     @classmethod
-    def _url(cls, url: str) -> str:
+    def _url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
         parts = urlsplit(url)
         if parts.scheme in ("rtsp", "rtsps"):
             if not parts.hostname:
@@ -335,6 +339,7 @@ class Settings(_Strict):
 class GridwatchConfig(_Strict):
     grids: list[Grid] = Field(min_length=1)
     cameras: list[Camera] = Field(default_factory=list)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     settings: Settings = Field(default_factory=Settings)

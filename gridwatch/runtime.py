@@ -14,6 +14,7 @@ from typing import Callable, Protocol
 
 from alerts import AlertPublisher, CaseStore
 from gridwatch.config import GridwatchConfig
+from gridwatch.telemetry import Telemetry
 from streams import CameraReader, FrameSlot
 from vision.analyser import Analysis, CameraAnalyser
 from vision.detections import Detections, Frame
@@ -88,7 +89,12 @@ class Pipeline:
         self.wake = threading.Event()
         cams = [c for c in cfg.cameras if c.enabled]
         self.slots = {c.id: FrameSlot(self.wake) for c in cams}
-        self.readers = {c.id: CameraReader(c.id, c.url, c.fps, self.slots[c.id]) for c in cams}
+        ing = cfg.ingest
+        self.readers = {c.id: CameraReader(c.id, c.url, c.fps, self.slots[c.id], open_timeout=ing.open_timeout_s,
+                                           read_timeout=ing.read_timeout_s, max_side=ing.max_side,
+                                           hwaccel=ing.hwaccel)
+                        for c in cams}
+        self.telemetry = Telemetry(store.r, store.p)
         self.analysers = {c.id: CameraAnalyser(c) for c in cams}
         self.zone_counts: dict[tuple[str, str], int] = {}
         self.inference = InferenceLoop(self.slots, self.wake, detector, self.analysers, self._on_analysis)
@@ -112,7 +118,7 @@ class Pipeline:
     def _report_health(self) -> None:
         while not self._stop.wait(self._health_every):
             try:
-                self.store.put_health(self.health())
+                self.telemetry.put(self.health(), self.inference.stats())
             except Exception as err:  # Redis away for a moment: the next round tries again
                 log.warning("could not write camera health: %s", err)
 

@@ -5,6 +5,7 @@ the RTSP server in passthrough mode.
 """
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -51,3 +52,40 @@ def _frames(source, width: int, height: int, n: int):
                 produced += 1
                 if produced >= n:
                     return
+
+
+def make_resolution_change_clip(source: Path | str | None, dest: Path | str, sizes: list[tuple[int, int]],
+                                fps: int, gop: int, seconds_each: float) -> Path:
+    """An MPEG-TS H.264 stream whose picture size changes, as when a camera's encoder is reconfigured.
+
+    Each part comes from its own encoder; all parts go into one stream with
+    continuous timestamps, the new SPS in-band (MPEG-TS carries it in the stream).
+    """
+    dest = Path(dest)
+    n = int(round(fps * seconds_each))
+    with av.open(str(dest), "w", format="mpegts") as out:
+        stream = out.add_stream("libx264", rate=fps)  # the one output stream; its encoder is not used
+        stream.width, stream.height, stream.pix_fmt = sizes[0][0], sizes[0][1], "yuv420p"
+        offset = 0
+        for width, height in sizes:
+            enc = av.CodecContext.create("libx264", "w")
+            enc.width, enc.height, enc.pix_fmt = width, height, "yuv420p"
+            enc.framerate = fps
+            enc.options = {"preset": "veryfast", "tune": "zerolatency", "bf": "0", "g": str(gop),
+                           "keyint_min": str(gop), "sc_threshold": "0"}
+            enc.time_base = Fraction(1, fps)
+            frames = list(_frames(source, width, height, n))
+            packets = []
+            for i, img in enumerate(frames):
+                vf = av.VideoFrame.from_ndarray(img, format="bgr24")
+                vf.pts = i
+                packets += enc.encode(vf)
+            packets += enc.encode(None)
+            for p in packets:
+                p.stream = stream
+                p.time_base = Fraction(1, fps)
+                p.pts = (p.pts or 0) + offset
+                p.dts = (p.dts if p.dts is not None else p.pts - offset) + offset
+                out.mux(p)
+            offset += n
+    return dest

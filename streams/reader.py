@@ -242,36 +242,41 @@ class CameraReader(threading.Thread):
             # FFmpeg's per-decoder frame threads would multiply memory and latency
             cc.thread_count = 1
             self.health.hwaccel = self.hwaccel or "cpu"
-            tb = stream.time_base
+            tb = float(stream.time_base) if stream.time_base else 0.0
             planner = DecodePlanner(1.0 / self.fps)
+            h = self.health
             wall0 = pts0 = None
             errors = 0
+            reorders = False
+            # the per-packet path runs ~25 times a second for every camera: keep it lean
             for packet in container.demux(stream):
-                if self._stop_event.is_set():
-                    return
                 if packet.size == 0:
                     continue  # the demuxer's flush packet
                 received = self._clock()
-                h = self.health
                 h.packets += 1
-                t = float(packet.pts * tb) if packet.pts is not None and tb else None
+                pts = packet.pts
+                t = pts * tb if pts is not None and tb else None
+                is_key = packet.is_keyframe
+                if is_key:
+                    if self._stop_event.is_set():
+                        return
+                    reorders = bool(cc.has_b_frames)
+                    if reorders:
+                        # frames come out of order: the chain cannot be cut; the decoder skips unreferenced ones
+                        cc.skip_frame = "NONREF" if self.fps * 2 <= (stream.average_rate or 25) else "DEFAULT"
+                    h.decode_mode = "all" if reorders or planner.gop is None else (
+                        "keyframes" if planner.keyframe_only else "until-due")
                 if self.is_file and t is not None:  # pace a file like a live camera
                     if wall0 is None:
                         wall0, pts0 = received, t
                     ahead = (t - pts0) - (received - wall0)
                     if ahead > 0 and self._stop_event.wait(ahead):
                         return
-                reorders = bool(cc.has_b_frames)
-                if reorders:
-                    # frames come out of order: no cutting the chain; let the decoder skip what no one references
-                    h.decode_mode = "all"
-                    cc.skip_frame = "NONREF" if self.fps * 2 <= (stream.average_rate or 25) else "DEFAULT"
-                elif not planner.should_decode(t, packet.is_keyframe):
+                if not reorders and not planner.should_decode(t, is_key):
                     h.frames_skipped += 1
                     continue
-                else:
-                    h.decode_mode = "keyframes" if planner.keyframe_only else (
-                        "until-due" if planner.gop is not None else "all")
+                if self._stop_event.is_set():
+                    return
                 cpu0 = time.thread_time()
                 try:
                     frames = packet.decode()

@@ -27,7 +27,8 @@ def passthrough_line(path: str) -> str:
     """Serve an H.264 file as it is: no decoding, no encoding (what a camera's own encoder does)."""
     low = path.lower()
     demux = ("qtdemux ! " if low.endswith((".mp4", ".mov")) else
-             "matroskademux ! " if low.endswith(".mkv") else "")  # .h264/.264: an Annex-B elementary stream
+             "matroskademux ! " if low.endswith(".mkv") else
+             "tsdemux ! " if low.endswith(".ts") else "")  # .h264/.264: an Annex-B elementary stream
     return (f'( filesrc location="{path}" ! {demux}h264parse name=conv config-interval=-1 ! '
             f"rtph264pay name=pay0 pt=96 config-interval=-1 )")
 

@@ -1,9 +1,12 @@
 """Camera intake against a real GStreamer RTSP server: frames flow, faults are seen, recovery happens."""
 import time
+from contextlib import contextmanager
 
 import numpy as np
+import pytest
 
 from streams import Backoff, CameraReader, FrameSlot, RtspServer
+from streams.clips import make_h264_clip, make_resolution_change_clip
 from vision.detections import Frame
 
 
@@ -140,3 +143,130 @@ def test_server_loops_clips_so_a_demo_camera_never_ends(short_clip, rtsp_ok):
         finally:
             a.stop()
             b.stop()
+
+
+# --- faults: each with a healthy neighbour whose frame rate is measured -----------------------
+
+@pytest.fixture(scope="module")
+def cam_clip(vtest, tmp_path_factory):
+    """A camera-like substream: 640x360, 10 fps, a keyframe every second, 4 s of real pedestrians."""
+    return make_h264_clip(vtest, tmp_path_factory.mktemp("cam") / "cam.mp4", 640, 360, 10, 10, 4)
+
+
+@contextmanager
+def healthy_neighbour(clip, fps: float = 5.0):
+    """Another camera on its own server; yields a function giving its analysed fps since a mark."""
+    with RtspServer({"ok": clip}, passthrough=True) as server:
+        reader = CameraReader("neighbour", server.url("ok"), fps=fps, slot=FrameSlot())
+        reader.start()
+        try:
+            assert wait_for(lambda: reader.health.frames_analysed >= 3, 15), reader.health
+            t0, n0 = time.monotonic(), reader.health.frames_analysed
+
+            def rate() -> float:
+                """Its analysed rate since the fault began, over at least 3 s (shorter windows are too coarse)."""
+                time.sleep(max(0.0, 3.0 - (time.monotonic() - t0)))
+                return (reader.health.frames_analysed - n0 + 1) / (time.monotonic() - t0)
+            yield rate
+        finally:
+            reader.stop()
+
+
+def test_wrong_path_is_offline_with_404(cam_clip, rtsp_ok):
+    with RtspServer({"cam": cam_clip}, passthrough=True) as server, healthy_neighbour(cam_clip) as rate:
+        reader = CameraReader("wrong", server.url("nope"), fps=2, slot=FrameSlot())
+        reader.start()
+        try:
+            assert wait_for(lambda: reader.health.reconnects >= 2, 15), reader.health
+            h = reader.health
+            assert h.state in ("offline", "connecting") and h.frames_in == 0
+            assert "404" in h.last_error or "not found" in h.last_error.lower(), h.last_error
+            assert rate() >= 4.5
+        finally:
+            reader.stop()
+
+
+def test_corrupt_and_truncated_data_do_not_stop_the_camera(vtest, cam_clip, rtsp_ok, tmp_path):
+    raw = make_h264_clip(vtest, tmp_path / "cam.h264", 640, 360, 10, 10, 4, container="h264")
+    data = bytearray(raw.read_bytes())
+    rng = np.random.default_rng(7)
+    for start in (len(data) // 3, len(data) // 2):  # two bursts of garbage in the middle
+        data[start:start + 3000] = rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    bad = tmp_path / "corrupt.h264"
+    bad.write_bytes(bytes(data[:-1500]))  # and cut off mid-frame at the end
+    with RtspServer({"bad": bad}, passthrough=True, loop=False) as server, healthy_neighbour(cam_clip) as rate:
+        slot = FrameSlot()
+        reader = CameraReader("bad", server.url("bad"), fps=10, slot=slot)
+        reader.start()
+        try:
+            assert wait_for(lambda: reader.health.reconnects >= 1, 20), reader.health  # the clip ended
+            h = reader.health
+            # frames kept coming through the damage: most of the 40 frames were decoded
+            assert h.frames_in >= 25, h
+            assert rate() >= 4.5
+        finally:
+            reader.stop()
+
+
+def test_resolution_change_mid_stream(vtest, rtsp_ok, tmp_path):
+    # the camera's encoder is reconfigured: 640x360 for 2 s, then 320x240
+    both = make_resolution_change_clip(vtest, tmp_path / "both.ts", [(640, 360), (320, 240)], 10, 10, 2)
+    with RtspServer({"cam": both}, passthrough=True, loop=False) as server:
+        slot = FrameSlot()
+        reader = CameraReader("cam", server.url("cam"), fps=10, slot=slot)
+        reader.start()
+        shapes = set()
+        try:
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and reader.health.reconnects == 0:
+                if (f := slot.take()) is not None:
+                    shapes.add(f.image.shape)
+                time.sleep(0.02)
+        finally:
+            reader.stop()
+        assert shapes == {(360, 640, 3), (240, 320, 3)}, shapes
+
+
+def test_flapping_camera_backs_off_and_comes_back(cam_clip, rtsp_ok):
+    from streams.rtsp import free_port
+
+    port = free_port()
+    with healthy_neighbour(cam_clip) as rate:
+        reader = CameraReader("flap", f"rtsp://127.0.0.1:{port}/cam", fps=5, slot=FrameSlot())
+        reader.start()
+        try:
+            for _ in range(4):  # up 2 s, down 1.5 s
+                with RtspServer({"cam": cam_clip}, port=port, passthrough=True):
+                    time.sleep(2.0)
+                time.sleep(1.5)
+            attempts = reader.health.reconnects
+            assert 3 <= attempts <= 20, attempts  # it noticed every drop, without a tight loop
+            with RtspServer({"cam": cam_clip}, port=port, passthrough=True):
+                n = reader.health.frames_analysed
+                assert wait_for(lambda: reader.health.frames_analysed >= n + 5, 40), reader.health
+                assert reader.health.state == "online"
+            assert rate() >= 4.5
+            states = [h["state"] for h in reader.snapshot_health()["history"]]
+            assert states.count("online") >= 3 and "offline" in states
+        finally:
+            reader.stop()
+
+
+def test_recovers_from_twenty_server_restarts(cam_clip, rtsp_ok):
+    server = RtspServer({"cam": cam_clip}, passthrough=True).start()
+    reader = CameraReader("cam", server.url("cam"), fps=5, slot=FrameSlot())
+    reader.start()
+    recovered = 0
+    try:
+        assert wait_for(lambda: reader.health.frames_analysed >= 2, 15)
+        for cycle in range(20):
+            server.stop()
+            assert wait_for(lambda: reader.health.state != "online", 10), f"cycle {cycle}: no disconnect seen"
+            server = RtspServer({"cam": cam_clip}, port=server.port, passthrough=True).start()
+            n = reader.health.frames_analysed
+            assert wait_for(lambda: reader.health.frames_analysed >= n + 2, 20), f"cycle {cycle}: {reader.health}"
+            recovered += 1
+    finally:
+        reader.stop()
+        server.stop()
+    assert recovered == 20

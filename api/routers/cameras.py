@@ -3,17 +3,22 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, HTTPException
 
 from alerts import CaseStore
-from gridwatch.config import GridwatchConfig
+from gridwatch.config import Camera, GridwatchConfig, mask_url
+from gridwatch.telemetry import Telemetry
 
-from ..deps import get_config, get_store
-from ..schemas import CameraOut, GridOut, ZoneOut
+from ..deps import get_config, get_store, get_telemetry
+from ..schemas import CameraOut, ErrorOut, GridOut, ZoneOut
 
 router = APIRouter(prefix="/api")
 Store = Annotated[CaseStore, Depends(get_store)]
 Config = Annotated[GridwatchConfig, Depends(get_config)]
+Health = Annotated[Telemetry, Depends(get_telemetry)]
+
+_HEALTH_FIELDS = set(CameraOut.model_fields) - {"id", "name", "grid", "lat", "lon", "fps", "url", "view_url", "zones"}
+
 
 @router.get("/health", tags=["system"])
 def health(store: Store) -> dict:
@@ -26,18 +31,33 @@ def list_grids(cfg: Config) -> list[GridOut]:
     return [GridOut(id=g.id, name=g.name, parent=g.parent) for g in cfg.grids]
 
 
+def camera_out(c: Camera, h: dict) -> CameraOut:
+    counts = h.get("zones", {})
+    return CameraOut(
+        id=c.id, name=c.name, grid=c.grid, lat=c.lat, lon=c.lon, fps=c.fps, url=c.safe_url,
+        view_url=mask_url(c.view_url) if c.view_url else None,
+        zones=[ZoneOut(id=z.id, name=z.name, polygon=z.polygon, count=counts.get(z.id)) for z in c.zones],
+        **{k: v for k, v in h.items() if k in _HEALTH_FIELDS},
+    )
+
+
 @router.get("/cameras", tags=["cameras"])
-def list_cameras(cfg: Config, store: Store) -> list[CameraOut]:
+def list_cameras(cfg: Config, telemetry: Health) -> list[CameraOut]:
     """Every configured camera with its live health, as last reported by the pipeline."""
-    health = store.health()
-    out = []
-    for c in cfg.cameras:
-        h = health.get(c.id, {})
-        counts = h.get("zones", {})
-        out.append(CameraOut(
-            id=c.id, name=c.name, grid=c.grid, lat=c.lat, lon=c.lon, fps=c.fps, url=c.safe_url,
-            zones=[ZoneOut(id=z.id, name=z.name, polygon=z.polygon, count=counts.get(z.id)) for z in c.zones],
-            **{k: h[k] for k in ("state", "since", "frames_in", "frames_analysed", "frames_dropped", "reconnects",
-                                 "last_error") if k in h},
-        ))
-    return out
+    health = telemetry.cameras()
+    return [camera_out(c, health.get(c.id, {})) for c in cfg.cameras]
+
+
+@router.get("/cameras/{camera_id}", tags=["cameras"], responses={404: {"model": ErrorOut}})
+def get_camera(camera_id: str, cfg: Config, telemetry: Health) -> CameraOut:
+    try:
+        cam = cfg.camera(camera_id)
+    except KeyError:
+        raise HTTPException(404, f"no camera {camera_id}") from None
+    return camera_out(cam, telemetry.cameras().get(camera_id, {}))
+
+
+@router.get("/pipeline", tags=["system"])
+def pipeline_stats(telemetry: Health) -> dict:
+    """The inference loop's numbers: frames, batches, fps, latency; empty when no pipeline reports."""
+    return telemetry.pipeline()

@@ -1,0 +1,59 @@
+"""Prometheus metrics, scraped at /metrics: per camera and for the inference loop."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+router = APIRouter()
+
+STATES = ("connecting", "online", "stalled", "offline", "unauthorized", "stopped")
+
+
+class TelemetryCollector:
+    """Reads the pipeline's last report from Redis at scrape time (no second bookkeeping in the API)."""
+
+    def __init__(self, request: Request):
+        self.cfg = request.app.state.config
+        self.telemetry = request.app.state.telemetry
+
+    def collect(self):
+        health = self.telemetry.cameras()
+        labels = ["camera", "grid"]
+        up = GaugeMetricFamily("gridwatch_camera_state", "1 for the camera's current state", labels=labels + ["state"])
+        fps_in = GaugeMetricFamily("gridwatch_camera_fps_in", "frames decoded per second", labels=labels)
+        fps_an = GaugeMetricFamily("gridwatch_camera_fps_analysed", "frames analysed per second", labels=labels)
+        counters = {k: CounterMetricFamily(f"gridwatch_camera_{k}", help_, labels=labels) for k, help_ in {
+            "frames_in": "frames decoded", "frames_analysed": "frames handed to the analyser",
+            "frames_dropped": "frames replaced before analysis", "frames_skipped": "packets not decoded",
+            "decode_errors": "packets that failed to decode", "reconnects": "reconnection attempts",
+            "decode_cpu_seconds": "CPU seconds spent decoding"}.items()}
+        zone = GaugeMetricFamily("gridwatch_zone_count", "people in the zone", labels=labels + ["zone"])
+        for cam in self.cfg.cameras:
+            h = health.get(cam.id, {})
+            lv = [cam.id, cam.grid]
+            for s in STATES:
+                up.add_metric(lv + [s], 1.0 if h.get("state") == s else 0.0)
+            fps_in.add_metric(lv, h.get("fps_in", 0.0))
+            fps_an.add_metric(lv, h.get("fps_analysed", 0.0))
+            for k, fam in counters.items():
+                fam.add_metric(lv, h.get("decode_cpu_s" if k == "decode_cpu_seconds" else k, 0))
+            for zid, n in h.get("zones", {}).items():
+                zone.add_metric(lv + [zid], n)
+        yield from (up, fps_in, fps_an, zone, *counters.values())
+        p = self.telemetry.pipeline()
+        if p:
+            yield CounterMetricFamily("gridwatch_inference_frames", "frames through the model", value=p["frames"])
+            yield CounterMetricFamily("gridwatch_inference_batches", "model calls", value=p["batches"])
+            for q in ("p50", "p95"):
+                v = p.get(f"latency_{q}_ms")
+                if v is not None:
+                    yield GaugeMetricFamily(f"gridwatch_inference_latency_{q}_ms",
+                                            f"hand-off to incidents, {q}", value=v)
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(request: Request) -> Response:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(TelemetryCollector(request))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
