@@ -108,8 +108,7 @@ def _run_baseline(urls, fps, seconds, warmup, q):
     os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "rtsp_transport;tcp|analyzeduration;500000|probesize;100000"
     import cv2
 
-    from streams import FrameSlot
-    from vision.detections import Frame
+    from streams import Frame, FrameSlot
 
     wake = threading.Event()
     slots = [FrameSlot(wake) for _ in urls]
@@ -150,20 +149,34 @@ def _run_baseline(urls, fps, seconds, warmup, q):
     _exit_after_flush(q)
 
 
-def measure(kind: str, urls: list[str], fps: float, seconds: float, warmup: float, stream_fps: int) -> dict:
-    ctx = mp.get_context("spawn")  # a clean process per run: its CPU and memory are the run's alone
+def _merge(parts: list[dict]) -> dict:
+    """Several worker processes of one run, as one: CPU and memory add up, ages pool."""
+    return {"cpu_s": sum(p["cpu_s"] for p in parts), "wall_s": max(p["wall_s"] for p in parts),
+            "analysed": sum(p["analysed"] for p in parts), "rss_mb": sum(p["rss_mb"] for p in parts),
+            "base_rss_mb": sum(p["base_rss_mb"] for p in parts), "ages": sorted(a for p in parts for a in p["ages"]),
+            "online": sum(p["online"] for p in parts), "modes": sorted({m for p in parts for m in p["modes"]}),
+            "decoded": (None if any(p["decoded"] is None for p in parts) else sum(p["decoded"] for p in parts)),
+            "skipped": sum(p["skipped"] for p in parts)}
+
+
+def measure(kind: str, urls: list[str], fps: float, seconds: float, warmup: float, stream_fps: int,
+            processes: int = 1) -> dict:
+    """One run in ``processes`` fresh processes (its CPU and memory are the run's alone)."""
+    ctx = mp.get_context("spawn")
     q = ctx.Queue()
     target = _run_gridwatch if kind == "gridwatch" else _run_baseline
-    p = ctx.Process(target=target, args=(urls, fps, seconds, warmup, q))
-    p.start()
-    r = q.get(timeout=warmup + seconds + 120)
-    p.join(10)
+    procs = [ctx.Process(target=target, args=(urls[k::processes], fps, seconds, warmup, q)) for k in range(processes)]
+    for p in procs:
+        p.start()
+    r = _merge([q.get(timeout=warmup + seconds + 120) for _ in procs])
+    for p in procs:
+        p.join(10)
     n = len(urls)
     ms_per_stream_s = 1000 * r["cpu_s"] / (n * r["wall_s"])
     ages = r.pop("ages")
     p95 = ages[int(0.95 * (len(ages) - 1))] * 1000 if ages else None
     return {
-        "kind": kind, "cameras": n, "analysis_fps": fps, "cpu_ms_per_stream_s": round(ms_per_stream_s, 2),
+        "kind": kind if processes == 1 else f"{kind} x{processes} processes", "cameras": n, "analysis_fps": fps, "cpu_ms_per_stream_s": round(ms_per_stream_s, 2),
         "cameras_per_core": round(1000 / ms_per_stream_s, 1),
         "analysed_fps_per_camera": round(r["analysed"] / (n * r["wall_s"]), 2),
         "mb_per_camera": round(max(r["rss_mb"] - r["base_rss_mb"], 0) / n, 2),
@@ -203,28 +216,32 @@ def main() -> int:
 
     # name: (width, height, stream fps, GOP in frames)
     specs = {"360p25-gop12": (640, 360, 25, 12), "360p25-gop25": (640, 360, 25, 25),
-             "360p25-gop50": (640, 360, 25, 50), "360p10-gop5": (640, 360, 10, 5),
-             "360p10-gop10": (640, 360, 10, 10), "720p25-gop12": (1280, 720, 25, 12),
-             "720p25-gop25": (1280, 720, 25, 25), "720p10-gop10": (1280, 720, 10, 10)}
+             "360p25-gop50": (640, 360, 25, 50), "360p10-gop10": (640, 360, 10, 10),
+             "720p25-gop12": (1280, 720, 25, 12), "720p25-gop25": (1280, 720, 25, 25),
+             "720p10-gop10": (1280, 720, 10, 10)}
     if args.quick:
         runs = [("360p25-gop12", 2.0, "baseline"), ("360p25-gop12", 2.0, "gridwatch")]
         n, seconds, warmup = args.cameras or 8, args.seconds or 8.0, 4.0
         specs = {k: v for k, v in specs.items() if k == "360p25-gop12"}
     else:
-        n, seconds, warmup = args.cameras or 16, args.seconds or 10.0, 5.0
+        n, seconds, warmup = args.cameras or 16, args.seconds or 8.0, 4.0
         runs = []
         for clip in specs:
             runs.append((clip, 2.0, "baseline"))
             for fps in (1.0, 2.0, 5.0):
                 runs.append((clip, fps, "gridwatch"))
+        # the concurrency model, at 3x the cameras: all readers as threads of one process, or split in two
+        runs += [("360p25-gop12", 2.0, "threads-big"), ("360p25-gop12", 2.0, "procs-big")]
     clips = make_clips(specs)
     results = []
     with RtspServer({f"{name}-{i}": path for name, path in clips.items() for i in range(n)},
                     passthrough=True) as server:
         for clip, fps, kind in tqdm(runs, desc="ingest runs", unit="run"):
-            urls = [server.url(f"{clip}-{i}") for i in range(n)]
+            big = kind.endswith("-big")
+            urls = [server.url(f"{clip}-{i % n}") for i in range(3 * n if big else n)]
             stream_fps = specs[clip][2]
-            r = measure(kind, urls, fps, seconds, warmup, stream_fps)
+            r = measure("gridwatch" if big else kind, urls, fps, seconds, warmup, stream_fps,
+                        processes=2 if kind == "procs-big" else 1)
             r["clip"] = clip
             results.append(r)
             tqdm.write(json.dumps(r))

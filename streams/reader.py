@@ -20,9 +20,8 @@ import av
 import numpy as np
 
 from gridwatch.config import mask_url
-from vision.detections import Frame
-
 from .decode import DecodePlanner
+from .frame import Frame
 
 log = logging.getLogger(__name__)
 

@@ -10,19 +10,7 @@ from typing import Literal
 
 import numpy as np
 
-
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One decoded picture of one camera, in BGR, with when it was captured."""
-
-    camera_id: str
-    image: np.ndarray
-    ts: float  # wall-clock seconds (time.time()) at hand-off
-    seq: int  # per-camera counter of analysed frames
-
-    @property
-    def wh(self) -> tuple[int, int]:
-        return self.image.shape[1], self.image.shape[0]
+from streams.frame import Frame  # noqa: F401  (re-exported: frames are the first stage of the flow)
 
 
 @dataclass(slots=True)
