@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 
+import redis
+
 from gridwatch.config import AlertsConfig
 
 from .cases import CaseStore
@@ -34,6 +36,11 @@ class QueueBackground:
         self.relays = [OutputRelay(store.r, store.p, out) for out in outputs_from(cfg.outputs)]
 
     def start(self) -> "QueueBackground":
+        for r in self.relays:
+            try:
+                r.prime()
+            except redis.RedisError as err:  # Redis not there yet: the relay finds its place when it is
+                log.warning("output %s starts later: %s", r.output.name, err)
         for t in (*self._threads, *self.relays):
             t.start()
         return self

@@ -8,15 +8,16 @@ queue is full a frame is dropped from the ring, never waited for.
 """
 from __future__ import annotations
 
-import io
 import logging
 import queue
+import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import cv2
@@ -49,8 +50,15 @@ def encode_mp4(frames: list[tuple[float, np.ndarray]]) -> bytes:
     h, w = frames[0][1].shape[:2]
     w, h = w - w % 2, h - h % 2
     t0 = frames[0][0]
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4", options={"movflags": "+faststart"}) as out:
+    # a real file, not memory: +faststart moves the index to the front in a second pass over the file
+    with tempfile.TemporaryDirectory(prefix="gw-clip-") as tmp:
+        path = Path(tmp) / "clip.mp4"
+        _write_mp4(path, frames, w, h, t0)
+        return path.read_bytes()
+
+
+def _write_mp4(path: Path, frames: list[tuple[float, np.ndarray]], w: int, h: int, t0: float) -> None:
+    with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as out:
         stream = out.add_stream("libx264", rate=30, options={"preset": "veryfast", "crf": "26"})
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.codec_context.time_base = Fraction(1, 1000)
@@ -65,7 +73,6 @@ def encode_mp4(frames: list[tuple[float, np.ndarray]]) -> bytes:
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
-    return buf.getvalue()
 
 
 class ClipRecorder:

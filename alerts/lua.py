@@ -131,7 +131,7 @@ append_history(cid, {ts = now, actor = 'gridwatch', action = 'create', state = '
 local out = cjson.encode(case)
 redis.call('SET', k('case', cid), out)
 redis.call('ZADD', k('cases'), a.ts, cid)
-redis.call('SET', k('dedupe', a.camera_id, a.zone_id, a.kind), cid, 'PX', math.max(cooldown, 1))
+if cooldown > 0 then redis.call('SET', k('dedupe', a.camera_id, a.zone_id, a.kind), cid, 'PX', cooldown) end
 redis.call('HSET', ikey, 'case', cid, 'seq', a.seq)
 redis.call('EXPIRE', ikey, ttl)
 redis.call('ZADD', k('deadlines'), now + limit, cid)

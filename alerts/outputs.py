@@ -124,6 +124,7 @@ class OutputRelay(threading.Thread):
         self.stream = f"{prefix}:events"
         self.cursor_key = f"{prefix}:outputs:{output.name}:cursor"
         self._stop_event = threading.Event()
+        self._cursor: str | None = None
         self.sent = 0
         self.last_error: str | None = None
 
@@ -133,13 +134,18 @@ class OutputRelay(threading.Thread):
         if hasattr(self.output, "close"):
             self.output.close()
 
+    def prime(self) -> None:
+        """Fix where to start before the thread runs: the saved cursor, else now (not the whole history)."""
+        saved = self.r.get(self.cursor_key)
+        self._cursor = saved.decode() if saved else (self._last_id() or "0-0")
+
     def run(self) -> None:
-        cursor: str | None = None
+        cursor: str | None = self._cursor
         while not self._stop_event.is_set():
             try:
-                if cursor is None:  # first start: from now on, not the whole history
-                    saved = self.r.get(self.cursor_key)
-                    cursor = saved.decode() if saved else (self._last_id() or "0-0")
+                if cursor is None:
+                    self.prime()
+                    cursor = self._cursor
                 got = self.r.xread({self.stream: cursor}, count=100, block=1000)
                 for _, entries in got or []:
                     for msg_id, fields in entries:

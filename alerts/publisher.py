@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -80,7 +79,7 @@ class AlertPublisher:
         prio, level = priority_of(inc.kind, inc.count, getattr(crowding, "threshold", None))
         alert = Alert(inc.kind, cam.id, cam.name or cam.id, cam.grid, zone_cfg.id, inc.ts, inc.count,
                       round(inc.score, 3), inc.detail, snapshot, cam.lat, cam.lon, iid, seq, prio, level, inc.phase)
-        result = self.outbox.send({"op": "alert", "alert": asdict(alert), "cooldown_s": self.cfg.alerts.cooldown_s})
+        result = self.outbox.send({"op": "alert", "alert": alert.as_dict(), "cooldown_s": self.cfg.alerts.cooldown_s})
         if new and inc.phase != "end" and self.clips is not None:
             self.clips.request(cam.id, inc.ts, lambda name, iid=iid: self._attach_clip(iid, name))
         if result is None:
