@@ -256,8 +256,16 @@ class DetectorConfig(_Strict):
     imgsz: int = Field(default=640, ge=160, le=1920, multiple_of=32)
     confidence: float = Field(default=0.25, gt=0, lt=1)
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:0 ...")
-    max_batch: int = Field(default=16, ge=1, le=256)
+    max_batch: int = Field(default=16, ge=1, le=256, description="upper bound; lowered to what fits the device")
     weights_dirs: list[Path] = Field(default_factory=list, description="extra folders searched for weights")
+    backend: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
+        default="auto", description="auto: torch on CUDA; on CPU openvino, else onnxruntime, else torch")
+    max_wait_ms: float = Field(default=20.0, ge=0, le=1000,
+                               description="a batch goes when full or when its oldest frame has waited this long")
+    max_age_ms: float = Field(default=2000.0, gt=0, le=60000,
+                              description="frames older than this (since their packet arrived) are dropped, not analysed")
+    export_dir: Path | None = Field(default=None, description="model exports cached by weights checksum; "
+                                                              "default: DATA_DIR/cache/exports")
 
 
 class CaseLimits(_Strict):
@@ -383,6 +391,10 @@ class GridwatchConfig(_Strict):
         elif not a.spool_dir.is_absolute():
             a.spool_dir = base / a.spool_dir
         self.detector.weights_dirs = [d if d.is_absolute() else base / d for d in self.detector.weights_dirs]
+        if self.detector.export_dir is None:
+            self.detector.export_dir = s.data_dir / "cache" / "exports"
+        elif not self.detector.export_dir.is_absolute():
+            self.detector.export_dir = base / self.detector.export_dir
         for cam in self.cameras:
             for z in cam.zones:
                 if z.count_calibration is not None and not z.count_calibration.is_absolute():

@@ -7,9 +7,11 @@ swap one of them, or split cameras among processes, without rewiring the rest.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass, replace
 from typing import Callable, Protocol
 
 from alerts import AlertPublisher, CaseStore
@@ -17,6 +19,7 @@ from gridwatch.config import GridwatchConfig
 from gridwatch.telemetry import Telemetry
 from streams import CameraReader, FrameSlot
 from vision.analyser import Analysis, CameraAnalyser
+from vision.batching import BatchPolicy, DynamicBatcher
 from vision.detections import Detections, Frame
 
 log = logging.getLogger(__name__)
@@ -26,58 +29,149 @@ class Detector(Protocol):
     def detect(self, images: list) -> list[Detections]: ...
 
 
+class _Stages:
+    """A detector's three stages; a detector with only ``detect`` runs it all in the network stage."""
+
+    def __init__(self, detector: Detector):
+        staged = all(hasattr(detector, m) for m in ("prepare", "infer", "finish"))
+        self.prepare = detector.prepare if staged else (lambda images: images)
+        self.infer = detector.infer if staged else detector.detect
+        self.finish = detector.finish if staged else (lambda found: found)
+
+
+@dataclass
+class _Batch:
+    frames: list[Frame]
+    work: object  # what the last stage made of the frames
+    t_taken: float
+
+
 class InferenceLoop(threading.Thread):
-    """Takes the newest frame of every camera that has one and runs them through the model as one batch."""
+    """Frames of all cameras -> dynamic batches -> detector -> analysers, as a three-stage pipeline.
+
+    Stage 1 (this thread) waits for a batch (``DynamicBatcher``: full, or its
+    oldest frame waited ``max_wait_s``) and letterboxes it; stage 2 runs the
+    network; stage 3 does NMS, the per-camera analysers and the sink. Stage 1
+    only takes frames when stage 2 is about to need them (one batch prepared
+    ahead), so no frame ages in a queue while newer ones arrive.
+    """
 
     def __init__(self, slots: dict[str, FrameSlot], wake: threading.Event, detector: Detector,
-                 analysers: dict[str, CameraAnalyser], sink: Callable[[Analysis], object]):
+                 analysers: dict[str, CameraAnalyser], sink: Callable[[Analysis], object],
+                 policy: BatchPolicy | None = None):
         super().__init__(name="inference", daemon=True)
         self.slots, self.wake, self.detector, self.analysers, self.sink = slots, wake, detector, analysers, sink
+        policy = policy or BatchPolicy()
+        limit = getattr(detector, "batch_limit", policy.max_batch)  # what fits the device
+        self.policy = replace(policy, max_batch=max(1, min(policy.max_batch, limit)))
+        self.batcher = DynamicBatcher(slots, wake, self.policy)
+        self._stages = _Stages(detector)
         self._stop_event = threading.Event()
+        self._ahead = threading.Semaphore(1)  # batches prepared but not yet in the network
+        self._to_infer: queue.Queue[_Batch | None] = queue.Queue()
+        self._to_finish: queue.Queue[_Batch | None] = queue.Queue(maxsize=1)
+        self._workers = [threading.Thread(target=self._infer_stage, name="inference-net", daemon=True),
+                         threading.Thread(target=self._finish_stage, name="inference-post", daemon=True)]
         self.frames = 0
         self.batches = 0
-        self.latency_s: deque[float] = deque(maxlen=500)  # hand-off -> incidents, per frame
+        self.latency_s: deque[float] = deque(maxlen=500)  # packet arrival -> incidents, per frame
+        self.wait_s: deque[float] = deque(maxlen=500)  # packet arrival -> taken into a batch, per frame
+        self.stage_s: dict[str, deque[float]] = {k: deque(maxlen=200) for k in ("prepare", "infer", "finish")}
         self.started = time.time()
         self.error: str | None = None
+
+    def start(self) -> None:
+        for w in self._workers:
+            w.start()
+        super().start()
 
     def stop(self) -> None:
         self._stop_event.set()
         self.wake.set()
         if self.is_alive():
             self.join(30)
+        self._to_infer.put(None)
+        for w in self._workers:
+            if w.is_alive():
+                w.join(30)
 
-    def step(self) -> int:
-        """One batch; returns how many frames it analysed."""
-        frames: list[Frame] = [f for s in self.slots.values() if (f := s.take()) is not None]
-        if not frames:
-            return 0
-        detections = self.detector.detect([f.image for f in frames])
+    def _fail(self, where: str, err: Exception) -> None:
+        self.error = f"{type(err).__name__}: {err}"  # keep analysing the fleet; the error shows in stats
+        log.exception("inference %s failed", where)
+
+    def _timed(self, stage: str, fn, arg):
+        t0 = time.perf_counter()
+        out = fn(arg)
+        self.stage_s[stage].append(time.perf_counter() - t0)
+        return out
+
+    def _deliver(self, frames: list[Frame], detections: list[Detections]) -> None:
         for frame, dets in zip(frames, detections):
             analysis = self.analysers[frame.camera_id].analyse(frame, dets)
             self.sink(analysis)
             self.latency_s.append(time.time() - frame.ts)
         self.frames += len(frames)
         self.batches += 1
+
+    def step(self) -> int:
+        """One batch of what is there now, through all stages in this thread; returns how many frames."""
+        self.batcher.poll()
+        frames = self.batcher.take_batch()
+        if not frames:
+            return 0
+        work = self._stages.prepare([f.image for f in frames])
+        self._deliver(frames, self._stages.finish(self._stages.infer(work)))
         return len(frames)
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            self.wake.wait(0.5)
-            self.wake.clear()
+            if not self._ahead.acquire(timeout=0.5):
+                continue
             try:
-                self.step()
-            except Exception as err:  # keep analysing the fleet; the error shows in stats
-                self.error = f"{type(err).__name__}: {err}"
-                log.exception("inference step failed")
+                frames = self.batcher.next_batch(self._stop_event)
+                if not frames:
+                    self._ahead.release()
+                    continue
+                now = time.time()
+                self.wait_s.extend(now - f.ts for f in frames)
+                work = self._timed("prepare", self._stages.prepare, [f.image for f in frames])
+                self._to_infer.put(_Batch(frames, work, now))
+            except Exception as err:
+                self._ahead.release()
+                self._fail("prepare", err)
                 time.sleep(0.5)
+        self._to_infer.put(None)
+
+    def _infer_stage(self) -> None:
+        while (batch := self._to_infer.get()) is not None:
+            self._ahead.release()  # stage 1 may take the next frames now
+            try:
+                batch.work = self._timed("infer", self._stages.infer, batch.work)
+                self._to_finish.put(batch)
+            except Exception as err:
+                self._fail("network", err)
+        self._to_finish.put(None)
+
+    def _finish_stage(self) -> None:
+        while (batch := self._to_finish.get()) is not None:
+            try:
+                self._deliver(batch.frames, self._timed("finish", self._stages.finish, batch.work))
+            except Exception as err:
+                self._fail("post-processing", err)
 
     def stats(self) -> dict:
-        lat = sorted(self.latency_s)
+        def pct(values, q: float) -> float | None:
+            v = sorted(values)
+            return 1000 * v[min(int(len(v) * q), len(v) - 1)] if v else None
+
         elapsed = max(time.time() - self.started, 1e-6)
+        b = self.batcher.stats
         return {"frames": self.frames, "batches": self.batches, "fps": self.frames / elapsed,
-                "mean_batch": self.frames / max(self.batches, 1),
-                "latency_p50_ms": 1000 * lat[len(lat) // 2] if lat else None,
-                "latency_p95_ms": 1000 * lat[int(len(lat) * 0.95)] if lat else None, "error": self.error}
+                "mean_batch": self.frames / max(self.batches, 1), "max_batch": self.policy.max_batch,
+                "latency_p50_ms": pct(self.latency_s, 0.5), "latency_p95_ms": pct(self.latency_s, 0.95),
+                "wait_p95_ms": pct(self.wait_s, 0.95), "stale_dropped": b.stale, "batches_full": b.full,
+                "batches_timed_out": b.timed_out,
+                **{f"{k}_p50_ms": pct(v, 0.5) for k, v in self.stage_s.items()}, "error": self.error}
 
 
 class Pipeline:
@@ -97,7 +191,9 @@ class Pipeline:
         self.telemetry = Telemetry(store.r, store.p)
         self.analysers = {c.id: CameraAnalyser(c) for c in cams}
         self.zone_counts: dict[tuple[str, str], int] = {}
-        self.inference = InferenceLoop(self.slots, self.wake, detector, self.analysers, self._on_analysis)
+        det = cfg.detector
+        self.inference = InferenceLoop(self.slots, self.wake, detector, self.analysers, self._on_analysis,
+                                       BatchPolicy(det.max_batch, det.max_wait_ms / 1000, det.max_age_ms / 1000))
         self._health_every = health_every_s
         self._stop = threading.Event()
         self._health_thread = threading.Thread(target=self._report_health, name="health", daemon=True)
