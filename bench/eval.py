@@ -29,6 +29,9 @@ import numpy as np
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, bench/ comes first on sys.path, where a sibling module (e.g. bench/queue.py) would shadow the
+# standard library module of the same name for torch and redis: keep only the project root.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 
 CACHE = ROOT / "var" / "cache" / "eval"
@@ -250,6 +253,28 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------- count
 
 
+def folder_detections(data: Path, names: list[str], setup: DetectSetup) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Detections (above RAW_CONF) of frames/<name>, cached by the frames' names and sizes."""
+    import cv2
+
+    h = hashlib.sha256()
+    for n in names:
+        h.update(f"{n}:{(data / 'frames' / n).stat().st_size}".encode())
+    key = f"count-{h.hexdigest()[:16]}-{setup.name}-c{RAW_CONF}"
+
+    def compute():
+        det = build_detector(setup, RAW_CONF)
+        out = []
+        for n in tqdm(names, desc=f"detect {setup.name}", unit="frame", file=sys.stderr):
+            img = cv2.imread(str(data / "frames" / n))
+            if img is None:
+                raise SystemExit(f"{data / 'frames' / n}: not a readable image")
+            out += det.detect([img])
+        return pack(out)
+
+    return unpack(cached(key, compute))
+
+
 def cmd_count(args) -> dict:
     import cv2
 
@@ -265,27 +290,10 @@ def cmd_count(args) -> dict:
     roi_path = data / "roi_mask.png"
     roi = cv2.imread(str(roi_path), cv2.IMREAD_GRAYSCALE) if roi_path.exists() else None
     setup = DetectSetup(cal.detector["model"], int(cal.detector["imgsz"]), int(cal.detector.get("tiles", 0)))
-    h = hashlib.sha256()
-    for n in names:
-        st = (data / "frames" / n).stat()
-        h.update(f"{n}:{st.st_size}".encode())
-    key = f"count-{h.hexdigest()[:16]}-{setup.name}-c{RAW_CONF}"
-
-    def compute():
-        det = build_detector(setup, RAW_CONF)
-        out = []
-        for n in tqdm(names, desc=f"count {setup.name}", unit="frame", file=sys.stderr):
-            img = cv2.imread(str(data / "frames" / n))
-            if img is None:
-                raise SystemExit(f"{data / 'frames' / n}: not a readable image")
-            out += det.detect([img])
-        return pack(out)
-
-    raw = unpack(cached(key, compute))
-    wh = cv2.imread(str(data / "frames" / names[0])).shape[1::-1]
+    raw = folder_detections(data, names, setup)
     true = np.array([counts[n] for n in names])
     dets = [in_roi(Detections(x, c, np.zeros(len(c), np.int32)), roi) for x, c in raw]
-    est = np.array([cal.estimate_float(d, wh) for d in dets])
+    est = np.array([cal.estimate_float(d, cv2.imread(str(data / "frames" / n)), roi) for d, n in zip(dets, names)])
     plain = np.array([int((d.confidence >= cal.detector.get("confidence", 0.25)).sum()) for d in dets])
     err, perr = est - true, plain - true
     result = {"command": "count", "data": str(data), "frames": len(names), "calibration": str(args.calibration),

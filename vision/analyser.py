@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
+import numpy as np
+
 from gridwatch.config import Camera, Zone
 
 from .conflict.model import ConflictModel
@@ -41,6 +44,14 @@ class ZoneAnalyser:
         self.loitering = LoiteringMonitor(camera_id, zone.id, zone.loitering) if zone.loitering else None
         self.conflict = (ConflictMonitor(camera_id, zone.id, zone.conflict, conflict_model, pose)
                          if zone.conflict.enabled else None)
+        self._mask: np.ndarray | None = None
+
+    def pixel_mask(self, wh: tuple[int, int]) -> np.ndarray:
+        """The zone as a frame-sized mask (for the count calibration's edge cue), made once per frame size."""
+        if self._mask is None or self._mask.shape != (wh[1], wh[0]):
+            self._mask = np.zeros((wh[1], wh[0]), np.uint8)
+            cv2.fillPoly(self._mask, [self.zone.pixel_polygon(wh)], 1)
+        return self._mask
 
     def candidates(self, detections: Detections, wh: tuple[int, int]) -> Detections:
         """The zone's people: feet inside the polygon, confident enough and big enough (false-alarm controls)."""
@@ -55,7 +66,8 @@ class ZoneAnalyser:
         runs, ids = self.presence.update(frame.ts, people)
         settled = runs >= self.cfg.inertia
         counted = people[settled]
-        count = self.calibration.estimate(counted, frame.wh) if self.calibration else len(counted)
+        count = (self.calibration.estimate(counted, frame.image, self.pixel_mask(frame.wh)) if self.calibration
+                 else len(counted))
         tracked = tracks[self.zone.mask(tracks, frame.wh)]
         state = ZoneState(self.camera_id, self.cfg.id, frame.ts, count,
                           tuple(int(t) for t in tracked.tracker_id))  # type: ignore[union-attr]

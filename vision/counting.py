@@ -2,14 +2,17 @@
 
 In a dense scene a detector misses people, and misses more of them the farther
 they are (smaller, more occluded). The correction is perspective-aware: the
-frame is cut into horizontal bands by where each person's head is, and a
-non-negative weight per band says how many people one detection there stands
-for (far bands get more), plus a constant for people nobody detects::
+frame is cut into horizontal bands, and per band it weighs two cues, the
+detections whose head lies there and the edge pixels (Canny) inside the zone
+there, a classic crowd-counting cue that still sees people the detector merges
+or misses (Chan & Vasconcelos; Chen et al., the Mall dataset's paper)::
 
-    count = intercept + sum_b weight_b * detections_in_band_b
+    count = intercept + sum_b (a_b * detections_b + e_b * kilo_edge_pixels_b)
 
-It is fitted by non-negative least squares (scipy's ``nnls``) on frames with
-true counts and stored as JSON with the camera (the zone's ``count_calibration``).
+It is fitted by ridge regression (scikit-learn) on frames with true counts and
+stored as JSON with the camera (the zone's ``count_calibration``). The edge
+pixels of the empty scene land in the intercept, so it is specific to one
+camera view: refit it when the camera moves.
 
     python -m vision.counting fit --data ../shared/data/mall-train --out models/counting/mall.json
 """
@@ -19,10 +22,14 @@ import argparse
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterable
 
+import cv2
 import numpy as np
 
 from .detections import Detections
+
+EDGE_WIDTH = 640  # edges are counted on the frame resized to this width, so numbers do not depend on resolution
 
 
 def head_points(d: Detections) -> np.ndarray:
@@ -30,43 +37,63 @@ def head_points(d: Detections) -> np.ndarray:
     return np.stack([(d.xyxy[:, 0] + d.xyxy[:, 2]) / 2, d.xyxy[:, 1]], axis=1)
 
 
+def edge_bands(image: np.ndarray, mask: np.ndarray | None, edges: list[float], low: int = 50, high: int = 150
+               ) -> np.ndarray:
+    """Thousands of Canny edge pixels inside ``mask`` per horizontal band (normalised y ``edges``)."""
+    h, w = image.shape[:2]
+    size = (EDGE_WIDTH, max(int(round(h * EDGE_WIDTH / w)), 8))
+    grey = cv2.cvtColor(cv2.resize(image, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+    e = cv2.Canny(grey, low, high) > 0
+    if mask is not None:
+        e &= cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+    rows = e.sum(axis=1).astype(np.float64)
+    cuts = np.round(np.asarray(edges) * size[1]).astype(int)
+    return np.array([rows[a:b].sum() for a, b in zip(cuts[:-1], cuts[1:])]) / 1000.0
+
+
 @dataclass
 class CountCalibration:
-    """Band weights fitted for one camera and one detector setup (model, input size, tiling, confidence)."""
+    """Band weights fitted for one camera view and one detector setup (model, input size, tiling, confidence)."""
 
-    band_edges: list[float]  # normalised y of the head, increasing, from 0 to 1
-    weights: list[float]
+    band_edges: list[float]  # normalised y, increasing, from 0 to 1
+    det_coef: list[float]
+    edge_coef: list[float]
     intercept: float
     detector: dict = field(default_factory=dict)  # {"model", "imgsz", "tiles", "confidence"} it was fitted with
     meta: dict = field(default_factory=dict)
 
-    def features(self, d: Detections, wh: tuple[int, int]) -> np.ndarray:
-        """Detections per band (the head's normalised y) above the calibration's confidence."""
+    def features(self, d: Detections, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        """Detections per band (by the head's normalised y, above the calibration's confidence), then edges per band."""
         d = d[d.confidence >= self.detector.get("confidence", 0.0)]
-        y = head_points(d)[:, 1] / wh[1]
+        y = head_points(d)[:, 1] / image.shape[0]
         edges = np.asarray(self.band_edges, np.float64)
         idx = np.clip(np.searchsorted(edges, y, side="right") - 1, 0, len(edges) - 2)
-        return np.bincount(idx, minlength=len(edges) - 1).astype(np.float64)
+        det = np.bincount(idx, minlength=len(edges) - 1).astype(np.float64)
+        return np.concatenate([det, edge_bands(image, mask, self.band_edges)])
 
-    def estimate_float(self, d: Detections, wh: tuple[int, int]) -> float:
-        return float(self.intercept + self.features(d, wh) @ np.asarray(self.weights))
+    def estimate_float(self, d: Detections, image: np.ndarray, mask: np.ndarray | None = None) -> float:
+        coef = np.asarray(self.det_coef + self.edge_coef)
+        return float(self.intercept + self.features(d, image, mask) @ coef)
 
-    def estimate(self, d: Detections, wh: tuple[int, int]) -> int:
-        """The corrected count; zero people stays zero (the intercept is for crowds, not for empty scenes)."""
-        return 0 if len(d) == 0 else max(0, int(round(self.estimate_float(d, wh))))
+    def estimate(self, d: Detections, image: np.ndarray, mask: np.ndarray | None = None) -> int:
+        """The corrected count, never below zero."""
+        return max(0, int(round(self.estimate_float(d, image, mask))))
 
     @staticmethod
-    def fit(frames: list[tuple[Detections, tuple[int, int]]], counts: list[float], detector: dict,
-            bands: int = 4, meta: dict | None = None) -> "CountCalibration":
-        from scipy.optimize import nnls  # non-negative least squares: a detection never stands for < 0 people
+    def fit(frames: Iterable[tuple[Detections, np.ndarray]], counts: list[float], mask: np.ndarray | None,
+            detector: dict, bands: int = 4, meta: dict | None = None) -> "CountCalibration":
+        """Fit from (detections, image) pairs with true counts; ridge keeps it stable with a few dozen frames."""
+        from sklearn.linear_model import Ridge
 
-        if len(frames) != len(counts) or len(frames) < bands + 1:
-            raise ValueError(f"need at least {bands + 1} counted frames to fit {bands} bands, got {len(frames)}")
         edges = np.linspace(0.0, 1.0, bands + 1).tolist()
-        probe = CountCalibration(edges, [1.0] * bands, 0.0, detector)
-        A = np.array([np.append(probe.features(d, wh), 1.0) for d, wh in frames])
-        coef, _ = nnls(A, np.asarray(counts, np.float64))
-        return CountCalibration(edges, coef[:-1].tolist(), float(coef[-1]), detector, meta or {})
+        probe = CountCalibration(edges, [0.0] * bands, [0.0] * bands, 0.0, detector)
+        A = np.array([probe.features(d, img, mask) for d, img in frames])
+        if len(A) != len(counts) or len(A) < 2 * bands + 2:
+            raise ValueError(f"need at least {2 * bands + 2} counted frames (with their counts) to fit {bands} "
+                             f"bands, got {len(A)} frames and {len(counts)} counts")
+        r = Ridge(alpha=0.1).fit(A, np.asarray(counts, np.float64))
+        return CountCalibration(edges, r.coef_[:bands].tolist(), r.coef_[bands:].tolist(), float(r.intercept_),
+                                detector, meta or {})
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=1) + "\n")
@@ -76,8 +103,8 @@ class CountCalibration:
         path = Path(path)
         try:
             d = json.loads(path.read_text())
-            return CountCalibration(d["band_edges"], d["weights"], d["intercept"], d.get("detector", {}),
-                                    d.get("meta", {}))
+            return CountCalibration(d["band_edges"], d["det_coef"], d["edge_coef"], d["intercept"],
+                                    d.get("detector", {}), d.get("meta", {}))
         except (OSError, KeyError, ValueError) as err:
             raise ValueError(f"count_calibration {path}: cannot use it ({err}); refit it with "
                              "python -m vision.counting fit") from None
@@ -97,7 +124,6 @@ def detect_folder(folder: Path, names: list[str], detector) -> list[Detections]:
     """Detections of frames/<name> for each name (the layout of mall-train)."""
     import sys
 
-    import cv2
     from tqdm import tqdm
 
     out = []
@@ -120,8 +146,6 @@ def in_roi(d: Detections, roi: np.ndarray | None) -> Detections:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import cv2
-
     from gridwatch.config import DetectorConfig
     from models import resolve_weights
 
@@ -134,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--data", type=Path, required=True)
     f.add_argument("--out", type=Path, required=True)
     f.add_argument("--model", default="yolov10n.pt")
-    f.add_argument("--imgsz", type=int, default=640)
+    f.add_argument("--imgsz", type=int, default=960)
     f.add_argument("--tiles", type=int, default=0)
-    f.add_argument("--confidence", type=float, default=0.25)
+    f.add_argument("--confidence", type=float, default=0.15)
     f.add_argument("--bands", type=int, default=4)
     args = ap.parse_args(argv)
     counts = read_counts(args.data / "counts.csv")
@@ -145,10 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     det = PersonDetector(resolve_weights(args.model), DetectorConfig(imgsz=args.imgsz, confidence=args.confidence))
     detector = TiledDetector(det, TileGrid(args.tiles, args.tiles)) if args.tiles else det
     names = sorted(counts)
-    wh = cv2.imread(str(args.data / "frames" / names[0])).shape[1::-1]
     dets = [in_roi(d, roi) for d in detect_folder(args.data, names, detector)]
+    images = (cv2.imread(str(args.data / "frames" / n)) for n in names)
     setup = {"model": args.model, "imgsz": args.imgsz, "tiles": args.tiles, "confidence": args.confidence}
-    cal = CountCalibration.fit([(d, wh) for d in dets], [counts[n] for n in names], setup, args.bands,
+    cal = CountCalibration.fit(zip(dets, images), [counts[n] for n in names], roi, setup, args.bands,
                                {"fitted_on": f"{args.data.name}: {len(names)} frames"})
     cal.save(args.out)
     print(json.dumps(asdict(cal)))
