@@ -21,6 +21,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from alerts import CaseNotFound, CaseStore, EvidenceStore, IllegalTransition
 from alerts.background import QueueBackground
 from gridwatch.config import GridwatchConfig
+from vision.detections import IncidentKind
 
 from ..deps import get_config, get_evidence, get_store
 from ..schemas import (AuditOut, CaseDetail, CaseOut, CaseStateName, ErrorOut, NoteIn, TakenCase, TransitionIn)
@@ -61,7 +62,7 @@ def list_alerts(
     store: Store,
     grid: str | None = None,
     camera: str | None = None,
-    kind: Literal["crowding", "conflict"] | None = None,
+    kind: IncidentKind | None = None,
     state: CaseStateName | None = None,
     worker: str | None = None,
     sort: Literal["time", "priority"] = "time",
