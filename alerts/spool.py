@@ -8,6 +8,7 @@ one case: in order, without duplicates.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -35,6 +36,12 @@ class Spool:
         self.offset_path = self.dir / "offset"
         self.rejected_path = self.dir / "rejected.jsonl"
         self._fh = open(self.path, "ab")
+        try:  # two writers on one spool would interleave and replay each other's lines
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._fh.close()
+            raise RuntimeError(f"spool {self.path} is in use by another gridwatch process; give each process its "
+                               "own alerts.spool_dir (or settings.data_dir)") from None
         self.offset = self._read_offset()
 
     def _read_offset(self) -> int:

@@ -146,3 +146,11 @@ def test_embedded_default_keeps_append_only_persistence_on(own_valkey):
     client = redis.Redis.from_url(own_valkey.url)
     assert client.config_get("appendonly")["appendonly"] == "yes"
     client.close()
+
+
+def test_one_spool_one_writer(tmp_path):
+    first = Spool(tmp_path / "s")
+    with pytest.raises(RuntimeError, match="in use by another gridwatch process.*spool_dir"):
+        Spool(tmp_path / "s")
+    first.close()
+    Spool(tmp_path / "s").close()  # free again once the first is closed
