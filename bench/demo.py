@@ -6,6 +6,12 @@ bench/results/demo.json. The last line printed is that JSON.
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path as _Path
+
+# bench/queue.py would shadow the standard library's queue module (redis and multiprocessing import it)
+sys.path[:] = [p for p in sys.path if _Path(p or ".").resolve() != _Path(__file__).resolve().parent]
+
 import argparse
 import json
 import platform

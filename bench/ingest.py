@@ -17,6 +17,12 @@ Results go to bench/results/ingest[-quick].json.
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path as _Path
+
+# bench/queue.py would shadow the standard library's queue module (redis and multiprocessing import it)
+sys.path[:] = [p for p in sys.path if _Path(p or ".").resolve() != _Path(__file__).resolve().parent]
+
 import argparse
 import json
 import multiprocessing as mp
@@ -66,6 +72,13 @@ class _Consumer(threading.Thread):
                     self.ages.append(now - self.age_of(f))
 
 
+def _stagger() -> None:
+    """Real cameras are not in step: connect at random moments so their keyframes do not all coincide."""
+    import random
+
+    time.sleep(random.uniform(0.0, 0.15))
+
+
 def _run_gridwatch(urls, fps, seconds, warmup, q):
     from streams import CameraReader, FrameSlot
 
@@ -76,6 +89,7 @@ def _run_gridwatch(urls, fps, seconds, warmup, q):
     consumer = _Consumer(slots, wake, lambda f: f.ts)  # Frame.ts: when its packet arrived
     consumer.start()
     for r in readers:
+        _stagger()
         r.start()
     time.sleep(warmup)
     consumer.ages.clear()
@@ -135,6 +149,7 @@ def _run_baseline(urls, fps, seconds, warmup, q):
     consumer.start()
     threads = [threading.Thread(target=read, args=(i, u), daemon=True) for i, u in enumerate(urls)]
     for t in threads:
+        _stagger()
         t.start()
     time.sleep(warmup)
     consumer.ages.clear()

@@ -224,12 +224,18 @@ class CameraReader(threading.Thread):
             if not Path(path).is_file():
                 raise FileNotFoundError(f"no such video file: {path}")
             return av.open(path, timeout=self.timeouts)
-        kwargs = {}
         if self.hwaccel:
             from av.codec.hwaccel import HWAccel
 
-            kwargs["hwaccel"] = HWAccel(self.hwaccel, allow_software_fallback=True)
-        return av.open(self.url, options=RTSP_OPTIONS, timeout=self.timeouts, **kwargs)
+            try:
+                return av.open(self.url, options=RTSP_OPTIONS, timeout=self.timeouts,
+                               hwaccel=HWAccel(self.hwaccel, allow_software_fallback=True))
+            except (av.error.FFmpegError, ValueError, RuntimeError) as err:
+                if isinstance(err, (av.error.HTTPError, ConnectionError, av.error.TimeoutError, PermissionError)):
+                    raise  # the camera's problem, not the decoder's
+                log.warning("camera %s: %s decoding unavailable (%s); using the CPU", self.camera_id, self.hwaccel, err)
+                self.hwaccel = None
+        return av.open(self.url, options=RTSP_OPTIONS, timeout=self.timeouts)
 
     MAX_CONSECUTIVE_DECODE_ERRORS = 50
 

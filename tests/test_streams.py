@@ -270,3 +270,13 @@ def test_recovers_from_twenty_server_restarts(cam_clip, rtsp_ok):
         reader.stop()
         server.stop()
     assert recovered == 20
+
+
+def test_decoding_stays_on_the_cpu_without_a_gpu():
+    from pathlib import Path
+
+    from streams.reader import pick_hwaccel
+
+    assert pick_hwaccel("cpu") is None
+    expected = "cuda" if Path("/dev/nvidiactl").exists() else None
+    assert pick_hwaccel("auto") == expected
