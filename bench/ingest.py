@@ -117,6 +117,32 @@ def _exit_after_flush(q) -> None:
     os._exit(0)  # readers may sit in a blocking read; the numbers are already out
 
 
+def _run_demux_only(urls, fps, seconds, warmup, q):
+    """The floor: PyAV reading the RTSP streams with the reader's options, decoding nothing."""
+    import av
+
+    from streams.reader import RTSP_OPTIONS
+
+    base_rss = _rss_mb()
+    counts = [0] * len(urls)
+
+    def read(i, url):
+        with av.open(url, options=RTSP_OPTIONS, timeout=(5, 5)) as c:
+            for _ in c.demux(c.streams.video[0]):
+                counts[i] += 1
+
+    for i, u in enumerate(urls):
+        _stagger()
+        threading.Thread(target=read, args=(i, u), daemon=True).start()
+    time.sleep(warmup)
+    c0, t0 = _cpu_s(), time.time()
+    time.sleep(seconds)
+    q.put({"cpu_s": _cpu_s() - c0, "wall_s": time.time() - t0, "analysed": 0, "rss_mb": _rss_mb(),
+           "base_rss_mb": base_rss, "ages": [], "online": len(urls), "modes": ["demux only"], "decoded": 0,
+           "skipped": sum(counts)})
+    _exit_after_flush(q)
+
+
 def _run_baseline(urls, fps, seconds, warmup, q):
     """One cv2.VideoCapture thread per camera reading every frame; newest frame offered at hand-off."""
     os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "rtsp_transport;tcp|analyzeduration;500000|probesize;100000"
@@ -179,7 +205,7 @@ def measure(kind: str, urls: list[str], fps: float, seconds: float, warmup: floa
     """One run in ``processes`` fresh processes (its CPU and memory are the run's alone)."""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    target = _run_gridwatch if kind == "gridwatch" else _run_baseline
+    target = {"gridwatch": _run_gridwatch, "baseline": _run_baseline, "demux": _run_demux_only}[kind]
     procs = [ctx.Process(target=target, args=(urls[k::processes], fps, seconds, warmup, q)) for k in range(processes)]
     for p in procs:
         p.start()
@@ -221,6 +247,7 @@ def make_clips(specs) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one configuration, < 1 minute")
+    ap.add_argument("--floor", action="store_true", help="demux only: the cost of reading, without decoding")
     ap.add_argument("--cameras", type=int, default=None)
     ap.add_argument("--seconds", type=float, default=None)
     args = ap.parse_args()
@@ -247,6 +274,9 @@ def main() -> int:
                 runs.append((clip, fps, "gridwatch"))
         # the concurrency model, at 3x the cameras: all readers as threads of one process, or split in two
         runs += [("360p25-gop12", 2.0, "threads-big"), ("360p25-gop12", 2.0, "procs-big")]
+    if args.floor:  # only what reading the streams costs, without decoding
+        specs = {k: v for k, v in specs.items() if k in ("360p25-gop12", "720p25-gop12")}
+        runs = [(k, 2.0, "demux") for k in specs]
     clips = make_clips(specs)
     results = []
     with RtspServer({f"{name}-{i}": path for name, path in clips.items() for i in range(n)},
@@ -260,6 +290,12 @@ def main() -> int:
             r["clip"] = clip
             results.append(r)
             tqdm.write(json.dumps(r))
+
+    if args.floor:
+        out = ROOT / "bench" / "results" / "ingest-floor.json"
+        out.write_text(json.dumps({"runs": results, "when": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n")
+        print(json.dumps({r["clip"]: r["cpu_ms_per_stream_s"] for r in results}))
+        return 0
 
     def find(kind, clip, fps):
         return next(r for r in results if r["kind"] == kind and r["clip"] == clip and r["analysis_fps"] == fps)
