@@ -191,7 +191,7 @@ class CaseStore:
         (this alert was seen before: a retry or a replay), ``ignored`` (the end of an unknown incident).
         """
         cooldown = self.policy.cooldown_s if cooldown_s is None else cooldown_s
-        cid, status, raw = self._ingest(args=[self.p, alert.to_json(), int(cooldown * 1000), repr(time.time()),
+        _, status, raw = self._ingest(args=[self.p, alert.to_json(), int(cooldown * 1000), repr(time.time()),
                                               self.policy.limits.new_s, INCIDENT_TTL_S])
         return status.decode(), (json.loads(raw) if raw else None)
 
