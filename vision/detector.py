@@ -2,7 +2,7 @@
 
 ``detect(images)`` is three stages that ``gridwatch.runtime.InferenceLoop`` runs
 in a pipeline (one thread each, so letterboxing the next batch and NMS of the
-last overlap the network): ``prepare`` (letterbox into per-shape blobs),
+last overlap the network): ``prepare`` (letterbox into per-shape uint8 canvases),
 ``infer`` (the backend's raw network) and ``finish`` (NMS, boxes back to frame
 pixels). Every backend shares the pre- and post-processing, so they differ only
 in the network's arithmetic; ultralytics' own predict is the reference they are
@@ -22,7 +22,7 @@ from gridwatch.config import DetectorConfig
 from models.weights import KNOWN_WEIGHTS
 
 from .backends import Backend, choose_backend, make_backend
-from .batching import Letterbox, buckets, fit_batch_to_memory, make_blob
+from .batching import Letterbox, buckets, fit_batch_to_memory, make_canvas
 from .detections import Detections
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def pick_device(requested: str) -> str:
 
 @dataclass(slots=True)
 class Prepared:
-    """A batch after letterboxing: per frame its letterbox; per chunk the frame indices and the blob."""
+    """A batch after letterboxing: per frame its letterbox; per chunk the frame indices and the uint8 canvas."""
 
     boxes: list[Letterbox]
     chunks: list[tuple[list[int], np.ndarray]]
@@ -74,7 +74,7 @@ class PersonDetector:
         if not self.device.startswith("cuda"):
             return self.cfg.max_batch  # host memory is not the limit here; latency is (docs/inference.md)
         dev = torch.device(self.device)
-        shape = (3, self.cfg.imgsz, self.cfg.imgsz)
+        shape = (self.cfg.imgsz, self.cfg.imgsz, 3)
         used = []
         for n in (1, 2):
             torch.cuda.synchronize(dev)
@@ -82,7 +82,7 @@ class PersonDetector:
             free_before = torch.cuda.mem_get_info(dev)[0]
             torch.cuda.reset_peak_memory_stats(dev)
             base = torch.cuda.memory_allocated(dev)
-            self.backend.infer(np.zeros((n, *shape), np.float32))
+            self.backend.infer(np.zeros((n, *shape), np.uint8))
             torch.cuda.synchronize(dev)
             # torch's peak for the torch backend; the drop in free memory for runtimes with their own allocator
             used.append(max(torch.cuda.max_memory_allocated(dev) - base, free_before - torch.cuda.mem_get_info(dev)[0]))
@@ -95,12 +95,12 @@ class PersonDetector:
 
     def prepare(self, images: list[np.ndarray]) -> Prepared:
         boxes = [Letterbox.fit(im.shape[:2], self.cfg.imgsz) for im in images]
-        chunks = [(idx, make_blob([images[i] for i in idx], [boxes[i] for i in idx]))
+        chunks = [(idx, make_canvas([images[i] for i in idx], [boxes[i] for i in idx]))
                   for idx in buckets(boxes, self.batch_limit)]
         return Prepared(boxes, chunks)
 
     def infer(self, prepared: Prepared) -> Inferred:
-        return Inferred(prepared.boxes, [(idx, self.backend.infer(blob)) for idx, blob in prepared.chunks])
+        return Inferred(prepared.boxes, [(idx, self.backend.infer(canvas)) for idx, canvas in prepared.chunks])
 
     def finish(self, inferred: Inferred) -> list[Detections]:
         from ultralytics.utils.nms import non_max_suppression

@@ -27,13 +27,27 @@ class OpenVinoBackend:
         config = {"PERFORMANCE_HINT": "THROUGHPUT"}
         if precision:
             config["INFERENCE_PRECISION_HINT"] = precision
-        self.compiled = ov.Core().compile_model(str(model), "CPU", config)
-        self.precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        core = ov.Core()
+        self.compiled = core.compile_model(self._with_preprocessing(core.read_model(str(model))), "CPU", config)
+        hint = str(self.compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+        self.precision = "bf16" if "bf" in hint else "fp16" if "16" in hint else "fp32"
         streams = max(int(self.compiled.get_property("NUM_STREAMS")), 1)
         self._requests = [self.compiled.create_infer_request() for _ in range(streams)]
 
-    def infer(self, blob: np.ndarray) -> torch.Tensor:
-        parts = [p for p in np.array_split(blob, min(len(self._requests), len(blob))) if len(p)]
+    @staticmethod
+    def _with_preprocessing(model):
+        """uint8 BGR NHWC in; conversion to float RGB NCHW / 255 inside the graph (fused, vectorised)."""
+        from openvino import Layout, Type
+        from openvino.preprocess import ColorFormat, PrePostProcessor
+
+        ppp = PrePostProcessor(model)
+        ppp.input().tensor().set_element_type(Type.u8).set_layout(Layout("NHWC")).set_color_format(ColorFormat.BGR)
+        ppp.input().preprocess().convert_element_type(Type.f32).convert_color(ColorFormat.RGB).scale(255.0)
+        ppp.input().model().set_layout(Layout("NCHW"))
+        return ppp.build()
+
+    def infer(self, canvas: np.ndarray) -> torch.Tensor:
+        parts = [p for p in np.array_split(canvas, min(len(self._requests), len(canvas))) if len(p)]
         used = self._requests[:len(parts)]
         for req, part in zip(used, parts):
             req.start_async({0: np.ascontiguousarray(part)})
