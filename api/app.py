@@ -1,6 +1,7 @@
 """The FastAPI app: routers, error shape, the operator page."""
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -9,22 +10,30 @@ from fastapi.staticfiles import StaticFiles
 
 from alerts import CaseStore, EvidenceStore
 from gridwatch.config import GridwatchConfig
-
 from gridwatch.telemetry import Telemetry
 
-from .routers import cameras, cases, metrics
+from .live import LiveViews
+from .routers import cameras, cases, live, metrics
 
 STATIC = Path(__file__).with_name("static")
 
 
 def create_app(cfg: GridwatchConfig, store: CaseStore, redis_url: str, evidence: EvidenceStore) -> FastAPI:
     """An app bound to one config and one case store; nothing global, so tests can make several."""
-    app = FastAPI(title="gridwatch", version="0.1.0",
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await app.state.live.close()  # hang up every live view's peer connection
+
+    app = FastAPI(title="gridwatch", version="0.1.0", lifespan=lifespan,
                   description="Cameras, alerts and grid cases of the governance centre.")
     app.state.config, app.state.store, app.state.redis_url, app.state.evidence = cfg, store, redis_url, evidence
     app.state.telemetry = Telemetry(store.r, store.p)
+    app.state.live = LiveViews(cfg.live.ice_addresses, cfg.live.stun_servers)
+    app.state.static_dir = STATIC
     app.include_router(cameras.router)
     app.include_router(metrics.router)
+    app.include_router(live.router)
     app.include_router(cases.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -328,6 +328,15 @@ class IngestConfig(_Strict):
     read_timeout_s: float = Field(default=5.0, gt=0, le=60, description="a hung camera is dropped after this")
 
 
+class LiveConfig(_Strict):
+    """Live view over WebRTC (api/live.py)."""
+
+    ice_addresses: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description="the server's own ICE host candidates: the addresses browsers reach it on")
+    stun_servers: list[str] = Field(default_factory=list, description="none by default: nothing public is asked")
+
+
 class AlertsConfig(_Strict):
     cooldown_s: float = Field(default=120.0, ge=0, description="one alert per (camera, zone, kind) within this time")
     evidence_dir: Path | None = Field(default=None, description="default: DATA_DIR/evidence")
@@ -348,6 +357,7 @@ class GridwatchConfig(_Strict):
     grids: list[Grid] = Field(min_length=1)
     cameras: list[Camera] = Field(default_factory=list)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    live: LiveConfig = Field(default_factory=LiveConfig)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     settings: Settings = Field(default_factory=Settings)

@@ -174,6 +174,15 @@ class InferenceLoop(threading.Thread):
                 **{f"{k}_p50_ms": pct(v, 0.5) for k, v in self.stage_s.items()}, "error": self.error}
 
 
+def overlay_of(analysis: Analysis) -> dict:
+    """People of the analysed frame in normalised coordinates, for drawing over live video."""
+    w, h = analysis.frame.wh
+    det = analysis.detections
+    boxes = (det.xyxy / [w, h, w, h]).round(4).tolist() if len(det) else []
+    return {"ts": analysis.frame.ts, "boxes": boxes,
+            "zones": {z.zone_id: z.count for z in analysis.zones}}
+
+
 class Pipeline:
     """Everything that runs per fleet: readers, the inference loop, the publisher and health reporting."""
 
@@ -201,6 +210,10 @@ class Pipeline:
     def _on_analysis(self, analysis: Analysis) -> None:
         for z in analysis.zones:
             self.zone_counts[(z.camera_id, z.zone_id)] = z.count
+        try:
+            self.telemetry.put_overlay(analysis.frame.camera_id, overlay_of(analysis))
+        except Exception as err:  # the live overlay is a nicety; analysis goes on without it
+            log.debug("overlay not written: %s", err)
         self.publisher.handle(analysis)  # every frame: the publisher may keep recent frames for evidence
 
     def health(self) -> dict[str, dict]:

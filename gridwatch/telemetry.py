@@ -30,3 +30,11 @@ class Telemetry:
     def pipeline(self) -> dict:
         raw = self.r.get(f"{self.p}:pipeline")
         return json.loads(raw) if raw else {}
+
+    def put_overlay(self, camera_id: str, overlay: dict) -> None:
+        """What the live view draws over the video: the last analysed frame's people, normalised."""
+        self.r.set(f"{self.p}:overlay:{camera_id}", json.dumps(overlay), ex=5)
+
+    def overlay(self, camera_id: str) -> dict | None:
+        raw = self.r.get(f"{self.p}:overlay:{camera_id}")
+        return json.loads(raw) if raw else None

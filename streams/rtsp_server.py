@@ -38,7 +38,7 @@ def launch_line(path: str, fps: int, width: int) -> str:
     return (
         f'( filesrc location="{path}" ! decodebin ! videoconvert name=conv ! videorate ! {scale}'
         f"video/x-raw,framerate={fps}/1,format=I420 ! "
-        f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} bframes=0 ! "
+        f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} bframes=0 threads=1 ! "
         f"video/x-h264,profile=baseline ! h264parse config-interval=-1 ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
     )
 

@@ -1,0 +1,61 @@
+"""Live view: WebRTC offer/answer for a camera, and what to draw over its video."""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+
+from gridwatch.config import GridwatchConfig
+from gridwatch.telemetry import Telemetry
+
+from ..deps import get_config, get_telemetry
+from ..schemas import ErrorOut
+
+router = APIRouter()
+Config = Annotated[GridwatchConfig, Depends(get_config)]
+
+
+class SessionDescription(BaseModel):
+    sdp: str = Field(min_length=1, max_length=100_000)
+    type: Literal["offer", "answer"]
+
+
+class Overlay(BaseModel):
+    ts: float | None = Field(default=None, description="when the frame was analysed; null: no recent analysis")
+    boxes: list[list[float]] = Field(default_factory=list, description="people, [x1, y1, x2, y2] in 0..1")
+    zones: dict[str, int] = Field(default_factory=dict, description="people per zone")
+
+
+def _camera(cfg: GridwatchConfig, camera_id: str):
+    try:
+        return cfg.camera(camera_id)
+    except KeyError:
+        raise HTTPException(404, f"no camera {camera_id}") from None
+
+
+@router.post("/api/cameras/{camera_id}/webrtc", tags=["live"],
+             responses={404: {"model": ErrorOut}, 502: {"model": ErrorOut}})
+async def webrtc_offer(camera_id: str, offer: SessionDescription, request: Request, cfg: Config) -> SessionDescription:
+    """Send the browser's SDP offer; the answer carries the camera's video (H.264 passed through from RTSP)."""
+    if offer.type != "offer":
+        raise HTTPException(422, "type must be 'offer'")
+    cam = _camera(cfg, camera_id)
+    try:
+        answer = await request.app.state.live.answer(cam, offer.sdp, offer.type)
+    except (OSError, LookupError) as err:  # the camera cannot be reached now
+        raise HTTPException(502, f"camera {camera_id} cannot be opened: {err}") from None
+    return SessionDescription(sdp=answer.sdp, type=answer.type)
+
+
+@router.get("/api/cameras/{camera_id}/overlay", tags=["live"], responses={404: {"model": ErrorOut}})
+def overlay(camera_id: str, cfg: Config, telemetry: Annotated[Telemetry, Depends(get_telemetry)]) -> Overlay:
+    _camera(cfg, camera_id)
+    return Overlay(**(telemetry.overlay(camera_id) or {}))
+
+
+@router.get("/live/{camera_id}", include_in_schema=False)
+def live_page(camera_id: str, cfg: Config, request: Request) -> FileResponse:
+    _camera(cfg, camera_id)
+    return FileResponse(request.app.state.static_dir / "live.html")
