@@ -43,6 +43,12 @@ class AlertPublisher:
         self._open: dict[tuple[str, str, str], tuple[str, int]] = {}  # incident key -> (id, last seq)
         self.published = 0
 
+    def reconfigure(self, cfg: GridwatchConfig) -> None:
+        """Cameras and zones changed (admin): evidence and alerts follow the new ones from now on."""
+        self.cfg = cfg
+        self.cameras = {c.id: c for c in cfg.cameras}
+        self.zones = {(c.id, z.id): PolygonZone(z.id, z.polygon) for c in cfg.cameras for z in c.zones}
+
     def _deliver(self, op: dict) -> object:
         if op["op"] == "alert":
             return self.store.ingest(Alert(**op["alert"]), op["cooldown_s"])

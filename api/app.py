@@ -29,6 +29,7 @@ def create_app(cfg: GridwatchConfig, store: CaseStore, redis_url: str, evidence:
                   description="Cameras, alerts and grid cases of the governance centre.")
     app.state.config, app.state.store, app.state.redis_url, app.state.evidence = cfg, store, redis_url, evidence
     app.state.telemetry = Telemetry(store.r, store.p)
+    app.state.config_path = None  # set by whoever loaded the config from a file (admin saves go there)
     app.state.live = LiveViews(cfg.live.ice_addresses, cfg.live.stun_servers)
     app.state.static_dir = STATIC
     app.include_router(cameras.router)

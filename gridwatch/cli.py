@@ -37,12 +37,12 @@ def cmd_config_check(args) -> int:
     return 0
 
 
-def _serve(cfg, host: str, port: int, duration: float | None, banner: str) -> int:
+def _serve(cfg, host: str, port: int, duration: float | None, banner: str, config_path: str | None = None) -> int:
     from gridwatch.service import Service
     from models import WeightsNotFound
 
     try:
-        with Service(cfg) as svc:
+        with Service(cfg, Path(config_path) if config_path else None) as svc:
             url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
             svc.serve(host, port, duration, on_ready=lambda: print(f"{banner}\nOperator page: {url}", flush=True))
             stats = svc.pipeline.inference.stats()
@@ -61,7 +61,7 @@ def cmd_run(args) -> int:
         print(err, file=sys.stderr)
         return 1
     _logging(args.verbose)
-    return _serve(cfg, args.host, args.port, args.duration, f"gridwatch: {len(cfg.cameras)} cameras")
+    return _serve(cfg, args.host, args.port, args.duration, f"gridwatch: {len(cfg.cameras)} cameras", args.config)
 
 
 def cmd_demo(args) -> int:

@@ -10,7 +10,7 @@ import math
 import re
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -348,6 +348,21 @@ class AlertsConfig(_Strict):
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
 
 
+class AuthConfig(_Strict):
+    """Who may use the API and the pages (api/auth.py); accounts live in their own file (gridwatch/accounts.py)."""
+
+    accounts_file: Path | None = Field(
+        default=None, description="YAML with the accounts and their argon2 password hashes; default DATA_DIR/accounts.yaml "
+        "(made by `gridwatch user add`; the first start creates an admin and prints its password once)")
+    secret_file: Path | None = Field(
+        default=None, description="key that signs session cookies and tokens; default DATA_DIR/session.key, made at first start")
+    session_ttl_s: float = Field(default=12 * 3600, ge=60, le=90 * 86400,
+                                 description="a login (cookie or bearer token) is valid this long")
+    cookie_secure: bool = Field(default=False, description="send the session cookie over HTTPS only (set it behind TLS)")
+    metrics_public: bool = Field(default=False, description="serve /metrics without credentials (a Prometheus "
+                                 "on a trusted network); otherwise an operator's or admin's token is needed")
+
+
 class Settings(_Strict):
     data_dir: Path = Path("var")
     redis_url: str | None = Field(default=None, description="use this Redis/Valkey; empty starts an embedded Valkey")
@@ -361,6 +376,7 @@ class GridwatchConfig(_Strict):
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     settings: Settings = Field(default_factory=Settings)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
 
     @model_validator(mode="after")
     def _references(self) -> "GridwatchConfig":
@@ -396,6 +412,9 @@ class GridwatchConfig(_Strict):
             a.evidence_dir = s.data_dir / "evidence"
         elif not a.evidence_dir.is_absolute():
             a.evidence_dir = base / a.evidence_dir
+        au = self.auth
+        au.accounts_file = s.data_dir / "accounts.yaml" if au.accounts_file is None else base / au.accounts_file
+        au.secret_file = s.data_dir / "session.key" if au.secret_file is None else base / au.secret_file
         if a.spool_dir is None:
             a.spool_dir = s.data_dir / "spool"
         elif not a.spool_dir.is_absolute():
@@ -483,3 +502,27 @@ def load_config(path: Path | str) -> GridwatchConfig:
     if not isinstance(data, dict):
         raise ConfigError(path, [("(top level)", "expected a mapping with grids: and cameras:")])
     return parse_config(data, str(path)).resolve_paths(path.resolve().parent)
+
+
+def keep_secret(new_url: str | None, old_url: str | None) -> str | None:
+    """An edited URL that comes back with the masked password (``***``) keeps the stored one.
+
+    The API never shows camera passwords, so an admin who edits anything else
+    sends the masked URL back; this restores the password for the same user.
+    """
+    if not new_url or not old_url or ":***@" not in new_url:
+        return new_url
+    old = urlsplit(old_url)
+    new = urlsplit(new_url)
+    if old.password is None or new.username != old.username:
+        return new_url
+    return urlunsplit(new._replace(netloc=new.netloc.replace(f"{new.username}:***@", f"{old.username}:{old.password}@", 1)))
+
+
+def save_config(cfg: GridwatchConfig, path: Path | str) -> None:
+    """Write the config as YAML, atomically (a reader never sees half a file)."""
+    path = Path(path)
+    data = cfg.model_dump(mode="json", exclude_defaults=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    tmp.replace(path)

@@ -192,13 +192,10 @@ class Pipeline:
         self.wake = threading.Event()
         cams = [c for c in cfg.cameras if c.enabled]
         self.slots = {c.id: FrameSlot(self.wake) for c in cams}
-        ing = cfg.ingest
-        self.readers = {c.id: CameraReader(c.id, c.url, c.fps, self.slots[c.id], open_timeout=ing.open_timeout_s,
-                                           read_timeout=ing.read_timeout_s, max_side=ing.max_side,
-                                           hwaccel=ing.hwaccel)
-                        for c in cams}
+        self.readers = {c.id: self._reader(c) for c in cams}
         self.telemetry = Telemetry(store.r, store.p)
         self.analysers = {c.id: CameraAnalyser(c) for c in cams}
+        self._reconfig_lock = threading.Lock()
         self.zone_counts: dict[tuple[str, str], int] = {}
         det = cfg.detector
         self.inference = InferenceLoop(self.slots, self.wake, detector, self.analysers, self._on_analysis,
@@ -206,6 +203,47 @@ class Pipeline:
         self._health_every = health_every_s
         self._stop = threading.Event()
         self._health_thread = threading.Thread(target=self._report_health, name="health", daemon=True)
+
+    def _reader(self, cam) -> CameraReader:
+        ing = self.cfg.ingest
+        return CameraReader(cam.id, cam.url, cam.fps, self.slots[cam.id], open_timeout=ing.open_timeout_s,
+                            read_timeout=ing.read_timeout_s, max_side=ing.max_side, hwaccel=ing.hwaccel)
+
+    def reconfigure(self, cfg: GridwatchConfig) -> dict[str, list[str]]:
+        """Apply a changed config while running: start, stop or restart readers, rebuild changed analysers.
+
+        Slots and analysers of removed cameras are kept (emptied, unfed) rather than
+        deleted, so the inference loop, which holds the same dicts, never looks up
+        a camera that vanished under it.
+        """
+        with self._reconfig_lock:
+            old = {c.id: c for c in self.cfg.cameras if c.enabled}
+            new = {c.id: c for c in cfg.cameras if c.enabled}
+            self.cfg = cfg
+            changes: dict[str, list[str]] = {"added": [], "removed": [], "restarted": [], "rezoned": []}
+            for cid in old.keys() - new.keys():
+                self.readers.pop(cid).stop(timeout=0)
+                changes["removed"].append(cid)
+            for cid, cam in new.items():
+                before = old.get(cid)
+                if before is None:
+                    self.slots.setdefault(cid, FrameSlot(self.wake))
+                    self.analysers[cid] = CameraAnalyser(cam)
+                    changes["added"].append(cid)
+                elif before.zones != cam.zones:
+                    self.analysers[cid] = CameraAnalyser(cam)  # new rules start from a clean state
+                    changes["rezoned"].append(cid)
+                if before is None or (before.url, before.fps) != (cam.url, cam.fps):
+                    if cid in self.readers:
+                        self.readers.pop(cid).stop(timeout=0)
+                        changes["restarted"].append(cid)
+                    self.readers[cid] = self._reader(cam)
+                    self.readers[cid].start()
+            # the batcher scans a list of camera ids taken at start; give it the grown list
+            self.inference.batcher._ids = list(self.slots)
+            self.publisher.reconfigure(cfg)
+            log.info("config applied: %s", {k: v for k, v in changes.items() if v})
+            return changes
 
     def _on_analysis(self, analysis: Analysis) -> None:
         for z in analysis.zones:

@@ -7,6 +7,7 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import redis
 import uvicorn
@@ -14,6 +15,7 @@ import uvicorn
 from alerts import AlertPublisher, CaseStore, EmbeddedValkey, EvidenceStore
 from api import create_app
 from gridwatch.config import GridwatchConfig, mask_url
+from gridwatch.configsync import ConfigChannel
 from gridwatch.runtime import Pipeline
 from models import resolve_weights
 from vision.detector import PersonDetector
@@ -36,6 +38,7 @@ class Service:
     """One running gridwatch; ``with Service(cfg) as s:`` and everything stops on exit."""
 
     cfg: GridwatchConfig
+    config_path: Path | None = None  # the YAML file admin changes are saved to (None: the demo's built config)
     pipeline: Pipeline | None = None
     store: CaseStore | None = None
     redis_url: str = ""
@@ -55,14 +58,27 @@ class Service:
             self.evidence = EvidenceStore(cfg.alerts.evidence_dir)
             detector = PersonDetector(weights, det_cfg)
             publisher = AlertPublisher(cfg, self.store, self.evidence)
+            self._stack.callback(publisher.close)  # finishes clips being encoded (runs after the pipeline stops)
             self.pipeline = Pipeline(cfg, detector, self.store, publisher).start()
             self._stack.callback(self.pipeline.stop)
             self.app = create_app(cfg, self.store, self.redis_url, self.evidence)
             self.app.state.pipeline = self.pipeline
+            self.app.state.config_path = self.config_path
+            # admin changes: published by the API, applied here without a restart
+            channel = ConfigChannel(client, self.store.p)
+            channel.publish(cfg, actor="startup")
+            stop = threading.Event()
+            self._stack.callback(stop.set)
+            channel.watch(self._apply, stop)
             return self
         except BaseException:
             self._stack.close()
             raise
+
+    def _apply(self, cfg: GridwatchConfig) -> None:
+        self.cfg = cfg
+        self.app.state.config = cfg
+        self.pipeline.reconfigure(cfg)
 
     def __exit__(self, *exc) -> None:
         self._stack.close()
