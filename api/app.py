@@ -12,14 +12,24 @@ from alerts import CaseStore, EvidenceStore
 from gridwatch.config import GridwatchConfig
 from gridwatch.telemetry import Telemetry
 
+from gridwatch.accounts import AccountBook, AdminAudit
+
+from . import errors
+from .auth import PAGE, AdminAuditMiddleware
 from .live import LiveViews
 from .routers import cameras, cases, live, metrics
+from .routers import auth as auth_routes
+from .routers import stats
 
 STATIC = Path(__file__).with_name("static")
 
 
-def create_app(cfg: GridwatchConfig, store: CaseStore, redis_url: str, evidence: EvidenceStore) -> FastAPI:
-    """An app bound to one config and one case store; nothing global, so tests can make several."""
+def create_app(cfg: GridwatchConfig, store: CaseStore, redis_url: str, evidence: EvidenceStore,
+               accounts: AccountBook | None = None) -> FastAPI:
+    """An app bound to one config and one case store; nothing global, so tests can make several.
+
+    ``accounts``: who may log in; default the config's accounts file (gridwatch/accounts.py).
+    """
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
@@ -32,13 +42,19 @@ def create_app(cfg: GridwatchConfig, store: CaseStore, redis_url: str, evidence:
     app.state.config_path = None  # set by whoever loaded the config from a file (admin saves go there)
     app.state.live = LiveViews(cfg.live.ice_addresses, cfg.live.stun_servers)
     app.state.static_dir = STATIC
+    app.state.accounts = accounts if accounts is not None else AccountBook.for_config(cfg)
+    app.state.admin_audit = AdminAudit(store.r, store.p)
+    errors.install(app)  # one error body everywhere, documented in the OpenAPI
+    app.add_middleware(AdminAuditMiddleware)  # admin changes: who, what, when
+    app.include_router(auth_routes.router)
+    app.include_router(stats.router)
     app.include_router(cameras.router)
     app.include_router(metrics.router)
     app.include_router(live.router)
     app.include_router(cases.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.get("/", include_in_schema=False)
+    @app.get("/", include_in_schema=False, dependencies=[PAGE])
     def operator_page() -> FileResponse:
         return FileResponse(STATIC / "operator.html")
 

@@ -186,5 +186,78 @@ class GridOut(BaseModel):
     parent: str | None
 
 
+class FieldError(BaseModel):
+    field: str = Field(description="where: query.kind, body.actor, path.case_id ...")
+    message: str
+
+
 class ErrorOut(BaseModel):
-    detail: str
+    """The one error body of every route and status (api/errors.py)."""
+
+    detail: str = Field(description="what is wrong, for a person")
+    status: int = Field(default=500, description="the HTTP status again")
+    errors: list[FieldError] = Field(default_factory=list, description="validation errors, one per field")
+
+
+# ---- access control (api/auth.py, api/routers/auth.py) and statistics (api/routers/stats.py) ----------------
+class LoginIn(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class UserOut(BaseModel):
+    name: str
+    role: Literal["operator", "grid_worker", "admin"]
+    grids: list[str] = Field(default_factory=list, description="grid_worker: the grids they work in")
+
+
+class TokenOut(BaseModel):
+    access_token: str = Field(description="send as 'Authorization: Bearer <token>'; the login also sets the cookie")
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="seconds")
+    user: UserOut
+
+
+class AdminAuditEntry(BaseModel):
+    ts: float
+    actor: str
+    action: str = Field(description="method and route, e.g. 'PUT /api/admin/cameras/{camera_id}'")
+    target: str = Field(description="the path changed")
+    detail: dict = Field(default_factory=dict, description="query and body (camera passwords masked)")
+    status: int | None = Field(default=None, description="the answer's HTTP status")
+    prev: str = Field(description="SHA-256 of the entry before (hash chain)")
+
+
+class AdminAuditOut(BaseModel):
+    intact: bool = Field(description="the hash chain holds: no entry edited or removed")
+    first_bad: int | None = None
+    total: int
+    entries: list[AdminAuditEntry] = Field(description="newest first")
+
+
+class Quantiles(BaseModel):
+    n: int = Field(description="cases measured")
+    p50_s: float | None
+    p90_s: float | None
+
+
+class DayCount(BaseModel):
+    day: str = Field(description="YYYY-MM-DD (UTC)")
+    key: str = Field(description="the grid, camera or kind")
+    alerts: int
+
+
+class StatsOut(BaseModel):
+    since: float = Field(description="unix seconds: the first day counted")
+    days: list[str]
+    alerts: int
+    by_grid: list[DayCount]
+    by_camera: list[DayCount]
+    by_kind: list[DayCount]
+    resolved: int
+    confirmed: int
+    confirmation_rate: float | None = Field(description="confirmed / resolved cases")
+    time_to_acknowledge: Quantiles
+    time_to_site: Quantiles = Field(description="from the alert to the worker's arrival (on_site)")
+    time_to_close: Quantiles
+

@@ -107,6 +107,39 @@ API_CONFIG = {
 }
 
 
+TEST_PASSWORD = "correct horse battery"
+TEST_ACCOUNTS = {"op": ("operator", []), "admin": ("admin", []), "w1": ("grid_worker", ["g-2"]),
+                 "w-g1": ("grid_worker", ["g-1"])}
+_HASHES: dict[str, str] = {}
+
+
+def authorize(app, name: str = "op", role: str | None = None, grids: list[str] | None = None) -> dict[str, str]:
+    """Give ``app`` the account ``name`` (password TEST_PASSWORD) and return its bearer header.
+
+    The real AccountBook signs the token; only the argon2 hash is made once per session (it is slow on purpose).
+    """
+    from gridwatch.accounts import Account, hash_password
+
+    role_, grids_ = TEST_ACCOUNTS.get(name, ("grid_worker", ["g-2"]))
+    role, grids = role or role_, grids if grids is not None else (grids_ if role in (None, role_) else [])
+    if "hash" not in _HASHES:
+        _HASHES["hash"] = hash_password(TEST_PASSWORD)
+    book = app.state.accounts
+    acc = book.get(name)
+    if acc is None or acc.role != role or acc.grids != grids:
+        acc = Account(name=name, role=role, grids=grids, password_hash=_HASHES["hash"])
+        book.add(acc)
+    return {"Authorization": f"Bearer {book.issue(acc)}"}
+
+
+def browser_cookies(app, base_url: str, name: str = "op", **kw) -> list[dict]:
+    """The session cookie of ``name`` for Playwright's ``context.add_cookies`` (the login page's cookie)."""
+    from api.auth import COOKIE
+
+    token = authorize(app, name, **kw)["Authorization"].removeprefix("Bearer ")
+    return [{"name": COOKIE, "value": token, "url": str(base_url).rstrip("/") + "/"}]
+
+
 @pytest.fixture
 def api(store, redis_url, tmp_path):
     """The API on a real uvicorn server on a free loopback port, over a real Redis; an httpx client to it."""
@@ -129,8 +162,13 @@ def api(store, redis_url, tmp_path):
     thread.start()
     while not server.started:
         time.sleep(0.02)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-        client.store, client.evidence = store, evidence
+    for name in TEST_ACCOUNTS:
+        authorize(app, name)
+    # the client is the operator "op"; api.headers_for("w1") / api.cookies_for("w1") act as someone else
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, headers=authorize(app, "op")) as client:
+        client.store, client.evidence, client.app = store, evidence, app
+        client.headers_for = lambda name="op", **kw: authorize(app, name, **kw)
+        client.cookies_for = lambda name="op", **kw: browser_cookies(app, client.base_url, name, **kw)
         yield client
     server.should_exit = True
     thread.join(10)

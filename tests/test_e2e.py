@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import uvicorn
 
+from conftest import authorize
 from gridwatch.config import parse_config
 from gridwatch.service import Service
 from models import WeightsNotFound
@@ -42,7 +43,7 @@ def test_camera_to_case(vtest, rtsp_ok, tmp_path, monkeypatch):
             assert len(entries) == 1, f"no alert within 60 s; pipeline {svc.pipeline.inference.stats()}"
             case_id = entries[0][1][b"case"].decode()
 
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as api:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, headers=authorize(svc.app)) as api:
                 alerts = api.get("/api/alerts", params={"grid": "g-9"}).json()
                 assert [a["id"] for a in alerts] == [case_id]
                 a = alerts[0]

@@ -10,7 +10,7 @@ import uvicorn
 
 from alerts import EvidenceStore
 from api import create_app
-from conftest import need
+from conftest import authorize, browser_cookies, need
 from gridwatch.config import parse_config
 from gridwatch.telemetry import Telemetry
 from streams import RtspServer
@@ -37,7 +37,8 @@ def live_api(vtest, rtsp_ok, store, redis_url, tmp_path):
         thread.start()
         while not server.started:
             time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}", store
+        base = f"http://127.0.0.1:{port}"
+        yield base, store, authorize(app), browser_cookies(app, base)
         server.should_exit = True
         thread.join(10)
 
@@ -52,7 +53,7 @@ def test_offer_gets_h264_passed_through(live_api):
         pc = RTCPeerConnection()
         pc.addTransceiver("video", direction="recvonly")
         await pc.setLocalDescription(await pc.createOffer())
-        async with httpx.AsyncClient(timeout=20) as client:
+        async with httpx.AsyncClient(timeout=20, headers=live_api[2]) as client:
             r = await client.post(f"{live_api[0]}/api/cameras/cam-walk/webrtc",
                                   json={"sdp": pc.localDescription.sdp, "type": "offer"})
         await pc.close()
@@ -65,17 +66,19 @@ def test_offer_gets_h264_passed_through(live_api):
     assert "H264/90000" in video and "VP8/90000" not in video
     candidates = [line for line in sdp.splitlines() if line.startswith("a=candidate")]
     assert candidates and all(" 127.0.0.1 " in c for c in candidates)  # only the configured address
-    assert httpx.post(f"{live_api[0]}/api/cameras/nope/webrtc", json={"sdp": "x", "type": "offer"}).status_code == 404
+    assert httpx.post(f"{live_api[0]}/api/cameras/nope/webrtc", json={"sdp": "x", "type": "offer"},
+                      headers=live_api[2]).status_code == 404
 
 
 def test_chromium_plays_the_camera_with_boxes_over_it(live_api):
     need(shutil.which("chromium") is not None, "Debian's chromium is not installed (scripts/setup.sh --test)")
     sync_api = pytest.importorskip("playwright.sync_api")
-    base, store = live_api
+    base, store, _, cookies = live_api
     telemetry = Telemetry(store.r, store.p)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
         page = browser.new_page(viewport={"width": 1000, "height": 720})
+        page.context.add_cookies(cookies)  # logged in as an operator
         page.goto(f"{base}/live/cam-walk")
         # the pipeline's last analysis of this camera: one person in the zone
         telemetry.put_overlay("cam-walk", {"ts": time.time() + 30, "boxes": [[0.40, 0.45, 0.48, 0.80]],

@@ -23,6 +23,7 @@ def page(api):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         pg = browser.new_page(viewport={"width": 1366, "height": 900})
+        pg.context.add_cookies(api.cookies_for("op"))  # logged in as the operator
         pg.set_default_timeout(10000)
         yield pg
         browser.close()

@@ -12,7 +12,7 @@ import uvicorn
 from alerts import Alert, EvidenceStore
 from alerts.background import QueueBackground
 from api import create_app
-from conftest import API_CONFIG
+from conftest import API_CONFIG, authorize
 from gridwatch.config import AlertsConfig, ConfigError, parse_config
 from streams.rtsp import free_port
 
@@ -34,7 +34,7 @@ def fast_api(store, redis_url, tmp_path):
     thread.start()
     while not server.started:
         time.sleep(0.02)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, headers=authorize(app)) as client:
         client.store, client.app = app.state.store, app  # the store under the config's policy (set by the lifespan)
         assert client.store.policy.limits.new_s == 0.4
         yield client

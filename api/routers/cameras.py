@@ -9,7 +9,9 @@ from alerts import CaseStore
 from gridwatch.config import Camera, GridwatchConfig, mask_url
 from gridwatch.telemetry import Telemetry
 
+from ..auth import STAFF, AnyUser, check_grid
 from ..deps import get_config, get_store, get_telemetry
+from ..pagination import Paging, paging
 from ..schemas import CameraOut, ErrorOut, GridOut, ZoneOut
 
 router = APIRouter(prefix="/api")
@@ -27,8 +29,8 @@ def health(store: Store) -> dict:
 
 
 @router.get("/grids", tags=["cameras"])
-def list_grids(cfg: Config) -> list[GridOut]:
-    return [GridOut(id=g.id, name=g.name, parent=g.parent) for g in cfg.grids]
+def list_grids(cfg: Config, user: AnyUser, page: Annotated[Paging, paging(1000, 5000)]) -> list[GridOut]:
+    return page.page([GridOut(id=g.id, name=g.name, parent=g.parent) for g in cfg.grids], len(cfg.grids))
 
 
 def camera_out(c: Camera, h: dict) -> CameraOut:
@@ -42,22 +44,26 @@ def camera_out(c: Camera, h: dict) -> CameraOut:
 
 
 @router.get("/cameras", tags=["cameras"])
-def list_cameras(cfg: Config, telemetry: Health) -> list[CameraOut]:
-    """Every configured camera with its live health, as last reported by the pipeline."""
+def list_cameras(cfg: Config, telemetry: Health, user: AnyUser,
+                 page: Annotated[Paging, paging(1000, 1000)]) -> list[CameraOut]:
+    """Every configured camera (a grid worker's: those of their grids) with its live health, as last reported."""
     health = telemetry.cameras()
-    return [camera_out(c, health.get(c.id, {})) for c in cfg.cameras]
+    cams = [c for c in cfg.cameras if user.sees_grid(c.grid)]
+    page.headers(len(cams))
+    return [camera_out(c, health.get(c.id, {})) for c in cams[page.offset:page.offset + page.limit]]
 
 
 @router.get("/cameras/{camera_id}", tags=["cameras"], responses={404: {"model": ErrorOut}})
-def get_camera(camera_id: str, cfg: Config, telemetry: Health) -> CameraOut:
+def get_camera(camera_id: str, cfg: Config, telemetry: Health, user: AnyUser) -> CameraOut:
     try:
         cam = cfg.camera(camera_id)
     except KeyError:
         raise HTTPException(404, f"no camera {camera_id}") from None
+    check_grid(user, cam.grid)
     return camera_out(cam, telemetry.cameras().get(camera_id, {}))
 
 
-@router.get("/pipeline", tags=["system"])
+@router.get("/pipeline", tags=["system"], dependencies=[STAFF])
 def pipeline_stats(telemetry: Health) -> dict:
     """The inference loop's numbers: frames, batches, fps, latency; empty when no pipeline reports."""
     return telemetry.pipeline()

@@ -23,7 +23,9 @@ from alerts.background import QueueBackground
 from gridwatch.config import GridwatchConfig
 from vision.detections import IncidentKind
 
+from ..auth import ANY, AnyUser, check_case, check_grid, visible_cases, worker_may
 from ..deps import get_config, get_evidence, get_store
+from ..pagination import Paging, paging
 from ..schemas import (AuditOut, CaseDetail, CaseOut, CaseStateName, ErrorOut, NoteIn, TakenCase, TransitionIn)
 from . import queue
 
@@ -66,29 +68,34 @@ def list_alerts(
     state: CaseStateName | None = None,
     worker: str | None = None,
     sort: Literal["time", "priority"] = "time",
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    *, user: AnyUser, page: Annotated[Paging, paging(50, 500)],
 ) -> list[CaseOut]:
-    """Alerts, newest first (``sort=priority``: open cases first, fights first, then newest); each alert is one case."""
-    return [CaseOut.of(c) for c in store.list(grid=grid, camera=camera, kind=kind, state=state, worker=worker,
-                                              sort=sort, limit=limit)]
+    """Alerts, newest first (``sort=priority``: open cases first, fights first, then newest); each alert is one case.
+
+    A grid worker gets their grids' alerts only.
+    """
+    rows = visible_cases(store, user, grid=grid, camera=camera, kind=kind, state=state, worker=worker, sort=sort,
+                         limit=page.want)
+    return [CaseOut.of(c) for c in page.page(rows)]
 
 
 @router.get("/cases/{case_id}", tags=["cases"], responses=NOT_FOUND)
-def get_case(case_id: str, store: Store) -> CaseDetail:
-    return CaseDetail.of(_case_or_404(store, case_id))
+def get_case(case_id: str, store: Store, user: AnyUser) -> CaseDetail:
+    return CaseDetail.of(check_case(user, _case_or_404(store, case_id)))
 
 
 @router.get("/cases/{case_id}/audit", tags=["cases"], responses=NOT_FOUND)
-def audit_case(case_id: str, store: Store) -> AuditOut:
+def audit_case(case_id: str, store: Store, user: AnyUser) -> AuditOut:
     """Checks the case's audit log against its hash chain: was any entry edited or removed?"""
-    case = _case_or_404(store, case_id)
+    case = check_case(user, _case_or_404(store, case_id))
     intact, bad = store.verify_history(case_id)
     return AuditOut(case_id=case_id, intact=intact, first_bad=bad, entries=len(case["history"]))
 
 
 @router.post("/cases/{case_id}/notes", tags=["cases"], responses={**NOT_FOUND, 409: {"model": ErrorOut}})
-def add_note(case_id: str, body: NoteIn, store: Store) -> CaseDetail:
+def add_note(case_id: str, body: NoteIn, store: Store, user: AnyUser) -> CaseDetail:
     """A note from the worker (or an operator) on the case's timeline."""
+    worker_may(user, "note", check_case(user, _case_or_404(store, case_id)), body.actor)
     try:
         store.add_note(case_id, body.actor, body.note)
     except CaseNotFound:
@@ -102,9 +109,10 @@ def add_note(case_id: str, body: NoteIn, store: Store) -> CaseDetail:
              responses={**NOT_FOUND, 409: {"model": ErrorOut}, 413: {"model": ErrorOut}, 415: {"model": ErrorOut}})
 async def add_photo(case_id: str, request: Request, actor: Annotated[str, Query(min_length=1, max_length=64)],
                     photo: Annotated[bytes, Body(media_type="image/jpeg", description="the JPEG or PNG file")],
-                    note: Annotated[str | None, Query(max_length=2000)] = None) -> CaseDetail:
+                    user: AnyUser, note: Annotated[str | None, Query(max_length=2000)] = None) -> CaseDetail:
     """A worker's photo: the image file's bytes as the request body (``Content-Type: image/jpeg`` or ``image/png``)."""
     store: CaseStore = request.app.state.store
+    worker_may(user, "photo", check_case(user, await asyncio.to_thread(_case_or_404, store, case_id)), actor)
     evidence: EvidenceStore = request.app.state.evidence
     data = photo
     if len(data) > 10 << 20:
@@ -124,12 +132,15 @@ async def add_photo(case_id: str, request: Request, actor: Annotated[str, Query(
 
 @router.post("/cases/{case_id}/{action}", tags=["cases"],
              responses={**NOT_FOUND, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}})
-def act_on_case(case_id: str, action: Action, body: TransitionIn, store: Store) -> CaseDetail:
+def act_on_case(case_id: str, action: Action, body: TransitionIn, store: Store, user: AnyUser) -> CaseDetail:
     """Move a case on. 409 when its state does not allow the action now.
 
     acknowledge (operator) · dispatch (worker) · accept (the worker who took it from the grid queue) ·
     reassign (worker) · arrive (worker on site) · resolve (verdict: confirmed, false_alarm, not_found) · close
+
+    Grid workers may accept, arrive and resolve their grids' cases, as themselves (``actor`` = their name).
     """
+    worker_may(user, action, check_case(user, _case_or_404(store, case_id)), body.actor)
     try:
         store.transition(case_id, action, body.actor, worker=body.worker, verdict=body.verdict, note=body.note)
         return CaseDetail.of(store.get(case_id))
@@ -143,6 +154,7 @@ def act_on_case(case_id: str, action: Action, body: TransitionIn, store: Store) 
 
 @router.post("/grids/{grid_id}/take", tags=["queue"], responses={204: {"description": "nothing waiting"}, **NOT_FOUND})
 def take_case(grid_id: str, worker: Annotated[str, Query(min_length=1, max_length=64)], store: Store, cfg: Config,
+              user: AnyUser,
               wait_ms: Annotated[int, Query(ge=0, le=25000, description="wait this long for a case")] = 0
               ) -> TakenCase:
     """A grid worker's client takes the next case of its grid: fights first, then crowds by density.
@@ -151,13 +163,15 @@ def take_case(grid_id: str, worker: Annotated[str, Query(min_length=1, max_lengt
     """
     if grid_id not in {g.id for g in cfg.grids}:
         raise HTTPException(404, f"no grid {grid_id}")
+    check_grid(user, grid_id)
+    worker_may(user, "take", {}, worker)
     case = store.take(grid_id, worker, block_ms=wait_ms or None)
     if case is None:
         raise HTTPException(204)
     return TakenCase(**CaseOut.of(case).model_dump(), delivery_id=case["delivery_id"], deliveries=case["deliveries"])
 
 
-@router.get("/evidence/{name}", tags=["cases"], response_class=FileResponse, responses=NOT_FOUND)
+@router.get("/evidence/{name}", tags=["cases"], response_class=FileResponse, responses=NOT_FOUND, dependencies=[ANY])
 def evidence(name: str, store: Evidence):
     """Snapshots (JPEG), photos (JPEG, PNG) and clips (MP4, with range requests for seeking)."""
     path = store.path(name)
@@ -168,7 +182,7 @@ def evidence(name: str, store: Evidence):
 
 
 @router.get("/events", tags=["cases"], response_class=EventSourceResponse)
-async def events(request: Request,
+async def events(request: Request, user: AnyUser,
                  last_event_id: Annotated[str | None, Header()] = None) -> AsyncIterable[ServerSentEvent]:
     """Pushes ``case.created``, ``case.updated``, ``case.escalated`` and ``case.deadletter``; resumes after ``Last-Event-ID``."""
     store: CaseStore = request.app.state.store
@@ -187,6 +201,8 @@ async def events(request: Request,
                 for msg_id, fields in entries:
                     last = msg_id.decode()
                     case = json.loads(fields[b"case"])
+                    if not user.sees_grid(case.get("grid_id", "")):
+                        continue  # a grid worker hears of their grids' cases only
                     yield ServerSentEvent(id=last, event=fields[b"type"].decode(),
                                           raw_data=CaseOut.of(case).model_dump_json())
     finally:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from gridwatch.config import GridwatchConfig
 from gridwatch.telemetry import Telemetry
 
+from ..auth import PAGE, AnyUser, check_grid
 from ..deps import get_config, get_telemetry
 from ..schemas import ErrorOut
 
@@ -37,11 +38,13 @@ def _camera(cfg: GridwatchConfig, camera_id: str):
 
 @router.post("/api/cameras/{camera_id}/webrtc", tags=["live"],
              responses={404: {"model": ErrorOut}, 502: {"model": ErrorOut}})
-async def webrtc_offer(camera_id: str, offer: SessionDescription, request: Request, cfg: Config) -> SessionDescription:
+async def webrtc_offer(camera_id: str, offer: SessionDescription, request: Request, cfg: Config,
+                       user: AnyUser) -> SessionDescription:
     """Send the browser's SDP offer; the answer carries the camera's video (H.264 passed through from RTSP)."""
     if offer.type != "offer":
         raise HTTPException(422, "type must be 'offer'")
     cam = _camera(cfg, camera_id)
+    check_grid(user, cam.grid)
     try:
         answer = await request.app.state.live.answer(cam, offer.sdp, offer.type)
     except (OSError, LookupError) as err:  # the camera cannot be reached now
@@ -50,12 +53,13 @@ async def webrtc_offer(camera_id: str, offer: SessionDescription, request: Reque
 
 
 @router.get("/api/cameras/{camera_id}/overlay", tags=["live"], responses={404: {"model": ErrorOut}})
-def overlay(camera_id: str, cfg: Config, telemetry: Annotated[Telemetry, Depends(get_telemetry)]) -> Overlay:
-    _camera(cfg, camera_id)
+def overlay(camera_id: str, cfg: Config, telemetry: Annotated[Telemetry, Depends(get_telemetry)],
+            user: AnyUser) -> Overlay:
+    check_grid(user, _camera(cfg, camera_id).grid)
     return Overlay(**(telemetry.overlay(camera_id) or {}))
 
 
-@router.get("/live/{camera_id}", include_in_schema=False)
+@router.get("/live/{camera_id}", include_in_schema=False, dependencies=[PAGE])
 def live_page(camera_id: str, cfg: Config, request: Request) -> FileResponse:
     _camera(cfg, camera_id)
     return FileResponse(request.app.state.static_dir / "live.html")

@@ -1,9 +1,11 @@
 """Prometheus metrics, scraped at /metrics: per camera and for the inference loop."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from ..auth import metrics_access
 
 router = APIRouter()
 
@@ -52,7 +54,7 @@ class TelemetryCollector:
                                             f"hand-off to incidents, {q}", value=v)
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get("/metrics", include_in_schema=False, dependencies=[Depends(metrics_access)])
 def metrics(request: Request) -> Response:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(TelemetryCollector(request))

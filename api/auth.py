@@ -1,0 +1,186 @@
+"""Who is asking: one dependency for the session cookie (pages) and the bearer token (API clients).
+
+Routes declare the roles they admit with ``Security(current_user, scopes=[...])``
+(the aliases below); the roles appear in the OpenAPI document as the security
+requirement's role list (OpenAPI 3.1 allows roles on non-OAuth schemes), which is
+what tests/test_auth_routes.py walks. Grid workers are further limited to the
+cases and cameras of their grids by the helpers at the end.
+"""
+from __future__ import annotations
+
+import json
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
+from pydantic import BaseModel, Field
+
+from gridwatch.accounts import AccountBook
+
+COOKIE = "gw_session"
+MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+
+bearer_scheme = HTTPBearer(auto_error=False, scheme_name="bearer",
+                           description="a token from POST /api/auth/login (`access_token`)")
+cookie_scheme = APIKeyCookie(name=COOKIE, auto_error=False, scheme_name="session",
+                             description="the session cookie the login page sets (HttpOnly, SameSite=Lax)")
+
+
+class User(BaseModel):
+    """The logged-in account, as handlers see it (never its password hash)."""
+
+    name: str
+    role: str
+    grids: list[str] = Field(default_factory=list, description="grid_worker: the grids they work in")
+
+    def sees_grid(self, grid_id: str) -> bool:
+        return self.role != "grid_worker" or grid_id in self.grids
+
+
+def get_accounts(request: Request) -> AccountBook:
+    return request.app.state.accounts
+
+
+def user_from_request(request: Request, bearer: HTTPAuthorizationCredentials | None, cookie: str | None) -> User | None:
+    token = bearer.credentials if bearer is not None else cookie
+    acc = get_accounts(request).resolve(token) if token else None
+    return None if acc is None else User(name=acc.name, role=acc.role, grids=acc.grids)
+
+
+def current_user(request: Request, scopes: SecurityScopes,
+                 bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+                 cookie: Annotated[str | None, Depends(cookie_scheme)]) -> User:
+    """401 without a valid session or token; 403 when the route's roles (the security scopes) exclude the user's."""
+    user = user_from_request(request, bearer, cookie)
+    if user is None:
+        raise HTTPException(401, "not logged in: POST /api/auth/login, then send the session cookie or "
+                                 "'Authorization: Bearer <access_token>'", headers={"WWW-Authenticate": "Bearer"})
+    request.state.user = user
+    if scopes.scopes and user.role not in scopes.scopes:
+        raise HTTPException(403, f"{user.name} is {user.role}; this needs {' or '.join(scopes.scopes)}")
+    if scopes.scopes == ["admin"] and request.method in MUTATING:
+        request.state.audit_admin = True  # AdminAuditMiddleware writes who/what/when when the response is sent
+    return user
+
+
+ALL_ROLES = ["operator", "grid_worker", "admin"]
+AnyUser = Annotated[User, Security(current_user, scopes=ALL_ROLES)]
+Staff = Annotated[User, Security(current_user, scopes=["operator", "admin"])]
+Admin = Annotated[User, Security(current_user, scopes=["admin"])]
+# for dependencies=[...] on routers and routes
+ANY = Security(current_user, scopes=ALL_ROLES)
+STAFF = Security(current_user, scopes=["operator", "admin"])
+ADMIN = Security(current_user, scopes=["admin"])
+
+
+def page_login(request: Request,
+               bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+               cookie: Annotated[str | None, Depends(cookie_scheme)]) -> User:
+    """HTML pages: not logged in -> 303 to the login page, which comes back here afterwards."""
+    user = user_from_request(request, bearer, cookie)
+    if user is None:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise HTTPException(303, "log in first", headers={"Location": f"/login?next={quote(target, safe='')}"})
+    request.state.user = user
+    return user
+
+
+PAGE = Depends(page_login)
+
+
+def metrics_access(request: Request,
+                   bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+                   cookie: Annotated[str | None, Depends(cookie_scheme)]) -> None:
+    """/metrics: public only when the config says so (auth.metrics_public); else an operator's or admin's token."""
+    if request.app.state.config.auth.metrics_public:
+        return
+    current_user(request, SecurityScopes(["operator", "admin"]), bearer, cookie)
+
+
+# -- grid workers see their own grids only --------------------------------------------------------
+def check_grid(user: User, grid_id: str) -> None:
+    if not user.sees_grid(grid_id):
+        raise HTTPException(403, f"{user.name} works in {', '.join(user.grids)}, not in {grid_id}")
+
+
+def check_case(user: User, case: dict) -> dict:
+    """Another grid's case is 'not found' for a grid worker: its existence is not theirs to know."""
+    if not user.sees_grid(case.get("grid_id", "")):
+        raise HTTPException(404, f"no case {case.get('id', '')}")
+    return case
+
+
+WORKER_ACTIONS = {"accept", "arrive", "resolve", "note", "photo", "take"}
+
+
+def worker_may(user: User, action: str, case: dict, actor: str | None) -> None:
+    """Grid workers act on their own behalf, and only in the field: accept, arrive, resolve, notes, photos, take."""
+    if user.role != "grid_worker":
+        return
+    if action not in WORKER_ACTIONS:
+        raise HTTPException(403, f"{action} is for operators; a grid worker may {', '.join(sorted(WORKER_ACTIONS))}")
+    if actor is not None and actor != user.name:
+        raise HTTPException(403, f"{user.name} acts as themselves, not as {actor}")
+
+
+def visible_cases(store, user: User, *, grid: str | None = None, limit: int = 50, **filters) -> list[dict]:
+    """``store.list`` limited to the user's grids (grid workers), merged in the list's own order."""
+    if user.role != "grid_worker":
+        return store.list(grid=grid, limit=limit, **filters)
+    if grid is not None:
+        check_grid(user, grid)
+        return store.list(grid=grid, limit=limit, **filters)
+    rows = [c for g in user.grids for c in store.list(grid=g, limit=limit, **filters)]
+    if filters.get("sort") == "priority":
+        rows.sort(key=lambda c: (c["state"] == "closed", c["priority"], -c["ts"]))
+    else:
+        rows.sort(key=lambda c: -c["created_at"])
+    return rows[:limit]
+
+
+class AdminAuditMiddleware:
+    """Writes every admin change (a mutating request to an admin-only route) to the admin audit log.
+
+    Pure ASGI: it keeps the request body (up to 16 KiB; URLs masked) and the answer's
+    status, so routers need do nothing to be audited.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] not in MUTATING:
+            return await self.app(scope, receive, send)
+        body = bytearray()
+        status = {"code": 0}
+
+        async def recv():
+            msg = await receive()
+            if msg["type"] == "http.request" and len(body) < 16384:
+                body.extend(msg.get("body", b"")[:16384 - len(body)])
+            return msg
+
+        async def snd(msg):
+            if msg["type"] == "http.response.start":
+                status["code"] = msg["status"]
+            await send(msg)
+
+        try:
+            await self.app(scope, recv, snd)
+        finally:
+            state = scope.get("state") or {}
+            if state.get("audit_admin"):
+                try:
+                    detail = {"query": scope.get("query_string", b"").decode(errors="replace")}
+                    try:
+                        detail["body"] = json.loads(body) if body else None
+                    except ValueError:
+                        detail["body"] = f"<{len(body)} bytes>"
+                    route = scope.get("route")
+                    scope["app"].state.admin_audit.record(
+                        state["user"].name, f"{scope['method']} {getattr(route, 'path', scope['path'])}",
+                        scope["path"], detail, status["code"])
+                except Exception:  # the audit must not turn a done change into an error; it is logged
+                    import logging
+                    logging.getLogger(__name__).exception("admin audit write failed for %s", scope["path"])

@@ -1,0 +1,57 @@
+"""Login and logout (cookie for the pages, bearer token for API clients), who am I, the admin audit log."""
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.responses import FileResponse
+
+from gridwatch.accounts import AccountBook, AdminAudit
+
+from ..auth import ANY, COOKIE, Admin, AnyUser, get_accounts
+from ..pagination import Paging, paging
+from ..schemas import AdminAuditEntry, AdminAuditOut, ErrorOut, LoginIn, TokenOut, UserOut
+
+router = APIRouter()
+Accounts = Annotated[AccountBook, Depends(get_accounts)]
+
+
+@router.post("/api/auth/login", tags=["auth"], responses={401: {"model": ErrorOut}})
+async def login(body: LoginIn, request: Request, response: Response, accounts: Accounts) -> TokenOut:
+    """Check the password (argon2); answer a bearer token and set the same token as the session cookie."""
+    acc = await asyncio.to_thread(accounts.verify, body.username, body.password)  # argon2 is slow on purpose
+    if acc is None:
+        raise HTTPException(401, "wrong user name or password")
+    token = accounts.issue(acc)
+    cfg = request.app.state.config
+    response.set_cookie(COOKIE, token, max_age=int(accounts.ttl_s), httponly=True, samesite="lax",
+                        secure=cfg.auth.cookie_secure, path="/")
+    return TokenOut(access_token=token, expires_in=int(accounts.ttl_s),
+                    user=UserOut(name=acc.name, role=acc.role, grids=acc.grids))
+
+
+@router.post("/api/auth/logout", tags=["auth"], status_code=204, dependencies=[ANY])
+def logout(response: Response) -> None:
+    """Drop the session cookie (a bearer token simply stops being sent; it expires with its TTL)."""
+    response.delete_cookie(COOKIE, path="/")
+
+
+@router.get("/api/auth/me", tags=["auth"])
+def me(user: AnyUser) -> UserOut:
+    return UserOut(**user.model_dump())
+
+
+@router.get("/api/audit", tags=["auth"])
+def admin_audit(request: Request, user: Admin, page: Annotated[Paging, paging(100, 1000)]) -> AdminAuditOut:
+    """Admin changes (cameras, zones, grids, ...): who, what, when; append only and hash-chained."""
+    audit: AdminAudit = request.app.state.admin_audit
+    entries, total = audit.entries(page.offset, page.limit)
+    page.headers(total)
+    intact, bad = audit.verify()
+    return AdminAuditOut(intact=intact, first_bad=bad, total=total, entries=[AdminAuditEntry(**e) for e in entries])
+
+
+@router.api_route("/login", methods=["GET", "HEAD"], include_in_schema=False)
+def login_page(request: Request) -> FileResponse:
+    return FileResponse(request.app.state.static_dir / "login.html")
