@@ -17,7 +17,7 @@ from gridwatch.accounts import AccountBook, AdminAudit
 from . import errors
 from .auth import PAGE, AdminAuditMiddleware
 from .live import LiveViews
-from .routers import cameras, cases, live, metrics
+from .routers import admin, cameras, cases, live, metrics
 from .routers import auth as auth_routes
 from .routers import stats
 
@@ -52,6 +52,9 @@ def create_app(cfg: GridwatchConfig, store: CaseStore, redis_url: str, evidence:
     app.include_router(metrics.router)
     app.include_router(live.router)
     app.include_router(cases.router)
+    app.include_router(admin.router)  # /api/admin/...: cameras, zones, rules, grids
+    app.include_router(admin.console)  # /api/map
+    app.include_router(admin.pages)  # /worker, /admin
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False, dependencies=[PAGE])

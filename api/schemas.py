@@ -261,3 +261,47 @@ class StatsOut(BaseModel):
     time_to_site: Quantiles = Field(description="from the alert to the worker's arrival (on_site)")
     time_to_close: Quantiles
 
+
+# ---- admin (api/routers/admin.py) and the console's map -------------------------------------------------------
+# The admin edits the config's own models (gridwatch.config.Camera, Grid), so a change is checked exactly as the
+# YAML file is; these are what comes around them.
+from gridwatch.config import Camera, GeoPolygon, Grid  # noqa: E402
+
+
+class AdminConfigOut(BaseModel):
+    version: int = Field(description="the ConfigChannel version now running (0: none published yet)")
+    saved_to: str | None = Field(description="the YAML file changes are written to; null: not saved to a file")
+    grids: list[Grid]
+    cameras: list[Camera] = Field(description="camera URLs with their passwords masked (***)")
+
+
+class AdminSavedOut(BaseModel):
+    version: int = Field(description="the ConfigChannel version published; the pipeline applies it within ~1 s")
+    saved_to: str | None
+    camera: Camera | None = Field(default=None, description="the camera as stored, password masked")
+    grid: Grid | None = None
+
+
+class CameraTestIn(BaseModel):
+    url: str = Field(min_length=1, max_length=2000, description="as typed; a masked password (***) means the stored one")
+    camera_id: str | None = Field(default=None, description="the camera being edited, whose stored password to use")
+
+
+class MapGrid(BaseModel):
+    id: str
+    name: str
+    parent: str | None
+    outline: GeoPolygon | None = Field(description="GeoJSON Polygon in [lon, lat], from the config")
+
+
+class MapCamera(BaseModel):
+    id: str
+    name: str
+    grid: str
+    lat: float
+    lon: float
+
+
+class MapOut(BaseModel):
+    grids: list[MapGrid]
+    cameras: list[MapCamera]

@@ -245,10 +245,33 @@ class Camera(_Strict):
         return mask_url(self.url)
 
 
+Position = tuple[Annotated[float, Field(ge=-180.0, le=180.0)], Annotated[float, Field(ge=-90.0, le=90.0)]]
+
+
+class GeoPolygon(_Strict):
+    """A GeoJSON Polygon geometry (RFC 7946): rings of [longitude, latitude] (WGS84), the first ring the outline."""
+
+    type: Literal["Polygon"] = "Polygon"
+    coordinates: list[list[Position]] = Field(
+        min_length=1, description="[[[lon, lat], ...]]: the outer ring, then any holes; each ring closed (last = first)")
+
+    @field_validator("coordinates")
+    @classmethod
+    def _rings(cls, rings: list[list[tuple[float, float]]]) -> list[list[tuple[float, float]]]:
+        for i, ring in enumerate(rings):
+            if len(ring) < 4:
+                raise ValueError(f"ring {i} has {len(ring)} positions; a ring needs at least 4 (3 corners and the first again)")
+            if tuple(ring[0]) != tuple(ring[-1]):
+                raise ValueError(f"ring {i} is not closed; repeat its first position [lon, lat] at the end")
+        return rings
+
+
 class Grid(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     name: str = ""
     parent: str | None = None
+    outline: GeoPolygon | None = Field(
+        default=None, description="the grid's area on the map, a GeoJSON Polygon in [lon, lat]; the operator map draws it")
 
 
 class DetectorConfig(_Strict):

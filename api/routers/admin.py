@@ -1,0 +1,255 @@
+"""Admin: cameras, zones and their rules, edited while gridwatch runs; the worker and admin pages; the console's map.
+
+Every change is the config model's own: the body is a ``gridwatch.config.Camera`` (or ``Grid``), validated
+as the YAML file is, then the whole config is validated again (grid references, unique ids). A valid
+change is written to the config file (when there is one) and published on the ``ConfigChannel``: the running
+pipeline applies it within about a second, without a restart. Camera passwords never leave the server:
+URLs are masked (``rtsp://user:***@host``) and a masked URL sent back keeps the stored password.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from typing import Annotated
+
+import cv2
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import FileResponse, Response
+from pydantic import ValidationError
+
+from gridwatch.config import Camera, Grid, GridwatchConfig, keep_secret, mask_url, save_config
+from gridwatch.configsync import ConfigChannel
+
+from ..auth import ADMIN, ANY, PAGE, AnyUser
+from ..schemas import AdminConfigOut, AdminSavedOut, CameraTestIn, ErrorOut, MapCamera, MapGrid, MapOut
+
+router = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[ADMIN])
+console = APIRouter(prefix="/api", tags=["cameras"], dependencies=[ANY])
+pages = APIRouter(include_in_schema=False, dependencies=[PAGE])
+
+Actor = Annotated[str, Query(min_length=1, max_length=64, description="who makes the change (audit)")]
+INVALID = {422: {"model": ErrorOut, "description": "each problem in errors, with its field path (body.zones.0.polygon)"}}
+_locks_guard = threading.Lock()
+
+
+def _lock(request: Request) -> threading.Lock:
+    """One change at a time per app: each edit reads the config, changes it and publishes it whole."""
+    with _locks_guard:
+        if not hasattr(request.app.state, "admin_lock"):
+            request.app.state.admin_lock = threading.Lock()
+        return request.app.state.admin_lock
+
+
+def _channel(request: Request) -> ConfigChannel:
+    store = request.app.state.store
+    return ConfigChannel(store.r, store.p)
+
+
+def _masked(cam: Camera) -> Camera:
+    return cam.model_copy(update={"url": mask_url(cam.url),
+                                  "view_url": mask_url(cam.view_url) if cam.view_url else None})
+
+
+def _saved_to(request: Request) -> str | None:
+    path = getattr(request.app.state, "config_path", None)
+    return str(path) if path else None
+
+
+def _problem(loc: list, msg: str) -> dict:
+    return {"loc": loc, "msg": msg, "type": "value_error"}
+
+
+_REF = re.compile(r"^(?P<list>[a-z_]+)\[(?P<i>\d+)\](?P<path>(\.[a-z_]+)*): (?P<msg>.*)$")
+
+
+def _config_problems(err: ValidationError, section: str, index: int) -> list[dict]:
+    """The whole config's problems that concern ``section[index]`` (the item sent), as body field paths."""
+    out = []
+    for e in err.errors():
+        loc, msg = list(e["loc"]), e["msg"].removeprefix("Value error, ")
+        if loc[:2] == [section, index]:
+            out.append(_problem(["body", *loc[2:]], mask_url(msg)))
+            continue
+        for line in msg.splitlines():  # cross-reference checks name their field: "cameras[3].grid: ..."
+            m = _REF.match(line)
+            if m and m["list"] == section and int(m["i"]) == index:
+                out.append(_problem(["body", *[p for p in m["path"].split(".") if p]], mask_url(m["msg"])))
+            elif m:
+                out.append(_problem(["body"], mask_url(line)))
+            else:
+                out.append(_problem(["body", *loc], mask_url(line)))
+    return out or [_problem(["body"], mask_url(str(err)))]
+
+
+def _commit(request: Request, data: dict, section: str, index: int, actor: str) -> tuple[GridwatchConfig, int]:
+    """Validate the config with the change, save it to the file, publish it; the app serves it from now on."""
+    try:
+        cfg = GridwatchConfig.model_validate(data)
+    except ValidationError as err:
+        raise HTTPException(422, _config_problems(err, section, index)) from None
+    path = getattr(request.app.state, "config_path", None)
+    if path:
+        try:
+            save_config(cfg, path)
+        except OSError as err:
+            raise HTTPException(500, f"cannot write {path}: {err.strerror or err}; nothing was changed") from None
+    version = _channel(request).publish(cfg, actor)
+    request.app.state.config = cfg
+    return cfg, version
+
+
+def _who(request: Request, actor: str) -> str:
+    """The logged-in user when there is one (access control), else the ``actor`` the client names."""
+    user = getattr(request.state, "user", None)
+    return getattr(user, "name", None) or actor
+
+
+# ---- config -----------------------------------------------------------------------------------------------------
+@router.get("/schema")
+def camera_schema() -> dict:
+    """The JSON Schema of a camera (with its zones and rules): the admin page builds its form from it."""
+    return Camera.model_json_schema()
+
+
+@router.get("/config")
+def admin_config(request: Request) -> AdminConfigOut:
+    """Grids and cameras as configured now (passwords masked), with the running config's version."""
+    cfg: GridwatchConfig = request.app.state.config
+    return AdminConfigOut(version=_channel(request).version(), saved_to=_saved_to(request),
+                          grids=cfg.grids, cameras=[_masked(c) for c in cfg.cameras])
+
+
+@router.put("/cameras/{camera_id}", responses={**INVALID, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}})
+def put_camera(camera_id: str, camera: Camera, request: Request, actor: Actor = "admin",
+               create: Annotated[bool, Query(description="a new camera: 409 if camera_id exists")] = False,
+               ) -> AdminSavedOut:
+    """Add a camera (``create=true``) or replace one (its zones and rules too; ``camera.id`` may rename it).
+
+    A URL sent back with the masked password (``***``) keeps the stored password.
+    """
+    with _lock(request):
+        cfg: GridwatchConfig = request.app.state.config
+        ids = [c.id for c in cfg.cameras]
+        if create and camera_id in ids:
+            raise HTTPException(409, f"camera {camera_id} exists already; choose another id")
+        if not create and camera_id not in ids:
+            raise HTTPException(404, f"no camera {camera_id}; to add it, send create=true")
+        old = cfg.camera(camera_id) if camera_id in ids else None
+        url = keep_secret(camera.url, old.url if old else None)
+        view_url = keep_secret(camera.view_url, (old.view_url or old.url) if old else None)
+        problems = [_problem(["body", f], "type the password again: the stored one belongs to another user or "
+                                          "there is none") for f, u in (("url", url), ("view_url", view_url))
+                    if u and ":***@" in u]
+        if problems:
+            raise HTTPException(422, problems)
+        new = camera.model_copy(update={"url": url, "view_url": view_url})
+        cams = list(cfg.cameras)
+        index = ids.index(camera_id) if old else len(cams)
+        cams[index:index + 1] = [new]
+        data = {**{k: getattr(cfg, k) for k in GridwatchConfig.model_fields}, "cameras": cams}
+        cfg, version = _commit(request, data, "cameras", index, _who(request, actor))
+    return AdminSavedOut(version=version, saved_to=_saved_to(request), camera=_masked(cfg.camera(new.id)))
+
+
+@router.delete("/cameras/{camera_id}", responses={404: {"model": ErrorOut}})
+def delete_camera(camera_id: str, request: Request, actor: Actor = "admin") -> AdminSavedOut:
+    with _lock(request):
+        cfg: GridwatchConfig = request.app.state.config
+        if camera_id not in {c.id for c in cfg.cameras}:
+            raise HTTPException(404, f"no camera {camera_id}")
+        data = {**{k: getattr(cfg, k) for k in GridwatchConfig.model_fields},
+                "cameras": [c for c in cfg.cameras if c.id != camera_id]}
+        _, version = _commit(request, data, "cameras", -1, _who(request, actor))
+    return AdminSavedOut(version=version, saved_to=_saved_to(request))
+
+
+@router.put("/grids/{grid_id}", responses={**INVALID, 404: {"model": ErrorOut}})
+def put_grid(grid_id: str, grid: Grid, request: Request, actor: Actor = "admin",
+             create: bool = False) -> AdminSavedOut:
+    """Add a grid (``create=true``) or change one: its name, parent and map outline (GeoJSON Polygon)."""
+    with _lock(request):
+        cfg: GridwatchConfig = request.app.state.config
+        ids = [g.id for g in cfg.grids]
+        if create and grid_id in ids:
+            raise HTTPException(409, f"grid {grid_id} exists already")
+        if not create and grid_id not in ids:
+            raise HTTPException(404, f"no grid {grid_id}; to add it, send create=true")
+        if not create and grid.id != grid_id:
+            raise HTTPException(422, [_problem(["body", "id"], "a grid's id cannot change here: cameras and cases refer to it")])
+        grids = list(cfg.grids)
+        index = ids.index(grid_id) if grid_id in ids else len(grids)
+        grids[index:index + 1] = [grid]
+        data = {**{k: getattr(cfg, k) for k in GridwatchConfig.model_fields}, "grids": grids}
+        cfg, version = _commit(request, data, "grids", index, _who(request, actor))
+    return AdminSavedOut(version=version, saved_to=_saved_to(request), grid=grid)
+
+
+# ---- pictures from cameras ----------------------------------------------------------------------------------------
+async def _jpeg(url: str) -> Response:
+    from streams.snapshot import grab
+
+    try:
+        img = await asyncio.to_thread(grab, url, 8.0)
+    except Exception as err:  # noqa: BLE001 - any failure is the camera's; its message says why, password masked
+        raise HTTPException(502, mask_url(str(err)) or type(err).__name__) from None
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    h, w = img.shape[:2]
+    return Response(buf.tobytes(), media_type="image/jpeg",
+                    headers={"Cache-Control": "no-store", "X-Width": str(w), "X-Height": str(h)})
+
+
+_JPEG = {200: {"content": {"image/jpeg": {}}, "description": "a picture from the camera, now"},
+         502: {"model": ErrorOut, "description": "the camera cannot be reached; the message says why"}}
+
+
+@router.post("/cameras/test", response_class=Response, responses=_JPEG)
+async def test_camera(body: CameraTestIn, request: Request) -> Response:
+    """Connect to a URL (as typed in the form) and return one picture; a masked password uses the stored one."""
+    url = body.url
+    if ":***@" in url and body.camera_id:
+        cfg: GridwatchConfig = request.app.state.config
+        try:
+            old = cfg.camera(body.camera_id)
+        except KeyError:
+            old = None
+        for stored in (old.url, old.view_url) if old is not None else ():
+            kept = keep_secret(body.url, stored) if stored else None
+            if kept and ":***@" not in kept:
+                url = kept
+                break
+    if ":***@" in url:
+        raise HTTPException(422, [_problem(["body", "url"], "type the password: there is no stored one for this user")])
+    return await _jpeg(url)
+
+
+@router.get("/cameras/{camera_id}/snapshot", response_class=Response, responses={**_JPEG, 404: {"model": ErrorOut}})
+async def camera_snapshot(camera_id: str, request: Request) -> Response:
+    """A picture from the camera's analysed stream now: the zone editor draws over it."""
+    try:
+        cam = request.app.state.config.camera(camera_id)
+    except KeyError:
+        raise HTTPException(404, f"no camera {camera_id}") from None
+    return await _jpeg(cam.url)
+
+
+# ---- the console's map ----------------------------------------------------------------------------------------------
+@console.get("/map")
+def map_data(request: Request, user: AnyUser) -> MapOut:
+    """Grids with their GeoJSON outlines and cameras with their positions, for the operator console's map."""
+    cfg: GridwatchConfig = request.app.state.config
+    return MapOut(grids=[MapGrid(id=g.id, name=g.name, parent=g.parent, outline=g.outline)
+                         for g in cfg.grids if user.sees_grid(g.id)],
+                  cameras=[MapCamera(id=c.id, name=c.name, grid=c.grid, lat=c.lat, lon=c.lon)
+                           for c in cfg.cameras if user.sees_grid(c.grid)])
+
+
+# ---- pages ----------------------------------------------------------------------------------------------------------
+@pages.get("/worker")
+def worker_page(request: Request) -> FileResponse:
+    return FileResponse(request.app.state.static_dir / "worker.html")
+
+
+@pages.get("/admin")
+def admin_page(request: Request) -> FileResponse:
+    return FileResponse(request.app.state.static_dir / "admin.html")
