@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from contextlib import ExitStack
@@ -37,14 +38,29 @@ def cmd_config_check(args) -> int:
     return 0
 
 
-def _serve(cfg, host: str, port: int, duration: float | None, banner: str, config_path: str | None = None) -> int:
+def _first_admin(cfg) -> str:
+    """The first start makes an admin account and shows its password once (gridwatch/accounts.py)."""
+    from gridwatch.accounts import AccountBook, ensure_admin
+
+    password = ensure_admin(AccountBook.for_config(cfg))
+    if password is None:
+        return ""
+    return (f"\nFirst start: made the admin account 'admin' with password {password} (shown once; saved as an "
+            f"argon2 hash in {cfg.auth.accounts_file}; add people with `gridwatch user add`)")
+
+
+def _serve(cfg, host: str, port: int, duration: float | None, banner: str, config_path: str | None = None,
+           login: str = "") -> int:
     from gridwatch.service import Service
     from models import WeightsNotFound
 
+    banner += _first_admin(cfg)
+    login = login or "Log in with your gridwatch account (`gridwatch user add` makes one)"
     try:
         with Service(cfg, Path(config_path) if config_path else None) as svc:
             url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
-            svc.serve(host, port, duration, on_ready=lambda: print(f"{banner}\nOperator page: {url}", flush=True))
+            svc.serve(host, port, duration,
+                      on_ready=lambda: print(f"{banner}\nOperator page: {url}\n{login}", flush=True))
             stats = svc.pipeline.inference.stats()
             print(f"analysed {stats['frames']} frames at {stats['fps']:.1f} fps "
                   f"(mean batch {stats['mean_batch']:.1f}); alerts published: {svc.pipeline.publisher.published}")
@@ -65,7 +81,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from gridwatch.demo import demo_config, find_footage
+    from gridwatch.demo import demo_accounts, demo_config, find_footage
     from streams import RtspServer, rtsp_server_available
 
     _logging(args.verbose)
@@ -85,10 +101,99 @@ def cmd_demo(args) -> int:
                    "python3-gi gstreamer1.0-plugins-ugly ...): reading the files directly")
         print(f"demo: {len(urls)} cameras ({', '.join(urls)}); {how}", flush=True)
         cfg = demo_config(urls, data_dir)
+        login = demo_accounts(cfg)
         t0 = time.time()
-        rc = _serve(cfg, args.host, args.port, args.duration, "gridwatch demo running; Ctrl-C stops it")
+        rc = _serve(cfg, args.host, args.port, args.duration, "gridwatch demo running; Ctrl-C stops it", login=login)
         print(f"demo ran {time.time() - t0:.0f} s")
         return rc
+
+
+def cmd_serve(args) -> int:
+    """The API and the pages only; the pipeline runs elsewhere (`gridwatch run`) on the same Redis."""
+    import redis
+    import uvicorn
+
+    from alerts import CaseStore, EvidenceStore
+    from api import create_app
+    from gridwatch.service import redis_url_for
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 1
+    _logging(args.verbose)
+    first = _first_admin(cfg)
+    with ExitStack() as stack:
+        url = redis_url_for(cfg, stack)
+        client = redis.Redis.from_url(url)
+        client.ping()
+        app = create_app(cfg, CaseStore(client), url, EvidenceStore(cfg.alerts.evidence_dir))
+        app.state.config_path = Path(args.config)
+        server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
+        page = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '') else args.host}:{args.port}/"
+
+        def announce():
+            while not server.started and not server.should_exit:
+                time.sleep(0.05)
+            print(f"gridwatch API for {len(cfg.cameras)} cameras{first}\nOperator page: {page}\n"
+                  "Log in with your gridwatch account (`gridwatch user add` makes one)", flush=True)
+
+        import threading
+        threading.Thread(target=announce, daemon=True).start()
+        server.run()
+    return 0
+
+
+def _password(args) -> str:
+    import getpass
+
+    pw = os.environ.get("GRIDWATCH_PASSWORD") or getpass.getpass(f"password for {args.name}: ")
+    if not os.environ.get("GRIDWATCH_PASSWORD") and pw != getpass.getpass("again: "):
+        raise ValueError("password: the two entries differ")
+    return pw
+
+
+def cmd_user(args) -> int:
+    """Accounts live in auth.accounts_file (default DATA_DIR/accounts.yaml): argon2 hashes, never passwords."""
+    from gridwatch.accounts import AccountBook
+
+    try:
+        cfg = load_config(args.config)
+        book = AccountBook.for_config(cfg)
+        grids = {g.id for g in cfg.grids}
+        if args.user_command in ("add", "passwd"):
+            old = book.get(args.name)
+            if args.user_command == "passwd" and old is None:
+                raise ValueError(f"name: no account {args.name!r}")
+            role = args.role if args.user_command == "add" else old.role
+            chosen = (args.grid or []) if args.user_command == "add" else old.grids
+            bad = [g for g in chosen if g not in grids]
+            if bad:
+                raise ValueError(f"--grid: {', '.join(bad)} not a grid of {args.config}")
+            book.put(args.name, role, _password(args), chosen)
+            book.save()
+            print(f"{args.name} ({role}{': ' + ', '.join(chosen) if chosen else ''}) saved to {book.path}")
+        elif args.user_command == "remove":
+            if not book.remove(args.name):
+                raise ValueError(f"name: no account {args.name!r}")
+            book.save()
+            print(f"{args.name} removed")
+        elif args.user_command == "list":
+            for a in book.all():
+                print(f"{a.name}\t{a.role}\t{','.join(a.grids)}")
+        elif args.user_command == "token":
+            acc = book.get(args.name)
+            if acc is None:
+                raise ValueError(f"name: no account {args.name!r}")
+            print(book.issue(acc, args.ttl))
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 1
+    except ValueError as err:  # pydantic's ValidationError is one: it names the field
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,6 +221,29 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--data-dir", default="var/demo")
     demo.add_argument("--no-rtsp", action="store_true", help="read the files directly")
     demo.set_defaults(func=cmd_demo)
+
+    serve = sub.add_parser("serve", help="serve the API and pages only (the pipeline runs with `gridwatch run`)")
+    serve.add_argument("--config", required=True)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(func=cmd_serve)
+
+    user = sub.add_parser("user", help="accounts: add, passwd, remove, list, token (password from "
+                                       "GRIDWATCH_PASSWORD or asked)")
+    usub = user.add_subparsers(dest="user_command", required=True)
+    for name, text in (("add", "add or replace an account"), ("passwd", "set a new password (ends its sessions)"),
+                       ("remove", "remove an account"), ("list", "list the accounts"),
+                       ("token", "print a bearer token (e.g. for Prometheus' /metrics scrape)")):
+        p = usub.add_parser(name, help=text)
+        p.add_argument("--config", required=True)
+        if name != "list":
+            p.add_argument("name")
+        if name == "add":
+            p.add_argument("--role", required=True, choices=["operator", "grid_worker", "admin"])
+            p.add_argument("--grid", action="append", help="grid_worker: a grid they work in (repeat for more)")
+        if name == "token":
+            p.add_argument("--ttl", type=float, default=None, help="seconds (default auth.session_ttl_s)")
+        p.set_defaults(func=cmd_user)
 
     args = ap.parse_args(argv)
     try:

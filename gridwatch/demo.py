@@ -66,6 +66,23 @@ def find_footage(data_dir: Path) -> dict[str, Path]:
     return out
 
 
+def demo_accounts(cfg: GridwatchConfig) -> str:
+    """The demo's accounts, with new passwords each run (only their hashes are stored); says how to log in."""
+    import secrets
+
+    from gridwatch.accounts import AccountBook
+
+    book = AccountBook.for_config(cfg)
+    grids = [g.id for g in cfg.grids if g.parent]
+    people = {"operator": ("operator", []), "worker": ("grid_worker", grids), "admin": ("admin", [])}
+    passwords = {name: secrets.token_urlsafe(9) for name in people}
+    for name, (role, g) in people.items():
+        book.put(name, role, passwords[name], g)
+    book.save()
+    return (f"Log in as operator / {passwords['operator']} (grid worker: worker / {passwords['worker']}, "
+            f"admin: admin / {passwords['admin']}; new passwords each run)")
+
+
 def demo_config(urls: dict[str, str], data_dir: Path) -> GridwatchConfig:
     """Two grids, one camera per clip; the plaza's zone fires a crowding alert within a minute."""
     cameras = []
