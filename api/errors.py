@@ -13,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gridwatch.config import mask_url
+
 from .schemas import ErrorOut, FieldError
 
 log = logging.getLogger(__name__)
@@ -26,7 +28,9 @@ def error_response(status: int, detail: str, errors: list[FieldError] | None = N
                    headers: dict | None = None) -> Response:
     if status in (204, 304) or status < 200:
         return Response(status_code=status, headers=headers)
-    body = ErrorOut(detail=detail, status=status, errors=errors or [])
+    # last line of defence: no camera password leaves in an error, whatever raised it
+    body = ErrorOut(detail=mask_url(detail), status=status,
+                    errors=[e.model_copy(update={"message": mask_url(e.message)}) for e in errors or []])
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
@@ -78,6 +82,8 @@ def _document(app: FastAPI) -> None:
                 responses = op.setdefault("responses", {})
                 wanted = {"422": "invalid request (each field named in errors)"} if (
                     op.get("parameters") or op.get("requestBody")) else {}
+                if op.get("requestBody"):
+                    wanted["400"] = "the body cannot be parsed (not JSON, or not the declared encoding)"
                 if op.get("security"):
                     wanted |= {"401": "not logged in", "403": "the user's role or grid does not allow this"}
                 for code, text in wanted.items():
