@@ -99,9 +99,9 @@ def unpack(z: dict[str, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(z["xyxy"][o[i]:o[i + 1]], z["conf"][o[i]:o[i + 1]]) for i in range(len(o) - 1)]
 
 
-def write_result(command: str, result: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"eval_{command}.json").write_text(json.dumps(result, indent=2) + "\n")
+def write_result(command: str, result: dict, folder: Path = RESULTS) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"eval_{command}.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------- detect
@@ -117,7 +117,7 @@ class DetectSetup:
 
     @property
     def name(self) -> str:
-        return f"{self.model.removesuffix('.pt')}@{self.imgsz}" + (f"+tiles{self.tiles}x{self.tiles}" if self.tiles else "")
+        return f"{Path(self.model).stem}@{self.imgsz}" + (f"+tiles{self.tiles}x{self.tiles}" if self.tiles else "")
 
     @staticmethod
     def parse(text: str) -> "DetectSetup":
@@ -232,18 +232,44 @@ def cmd_detect(args) -> dict:
     setups = [DetectSetup.parse(s) for s in (args.setups or DEFAULT_SETUPS)]
     if ship not in setups:
         setups.insert(0, ship)
-    rows = []
+    rows, dets_by = [], {}
     for s in setups:
         t0 = time.perf_counter()
-        z_dets = detections_for_video(video, s, args.every)
+        z_dets = dets_by[s.name] = detections_for_video(video, s, args.every)
         index = np.arange(0, len(z_dets) * args.every, args.every)
         for conf in sorted({ship_conf, *args.conf}):
             rows.append({"setup": s.name, "confidence": conf, **score_detections(z_dets, index, gt, conf)})
         log(f"{s.name}: {time.perf_counter() - t0:.1f}s")
+    if args.plots:
+        curves = {s.name: [score_detections(dets_by[s.name], np.arange(0, len(dets_by[s.name]) * args.every,
+                                                                       args.every), gt, c)
+                           for c in np.arange(0.1, 0.8, 0.05)] for s in setups}
+        plot_pr(curves, IMG / f"detect_{data.name}.png")
     main_row = next(r for r in rows if r["setup"] == ship.name and r["confidence"] == ship_conf)
     return {"command": "detect", "data": str(data), "video": video.name, "frames_every": args.every,
             "shipped": {"setup": ship.name, "confidence": ship_conf}, "recall": main_row["recall"],
             "precision": main_row["precision"], "iou": 0.5, "table": rows, "machine": machine()}
+
+
+def plot_pr(curves: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=80)
+    for name, pts in curves.items():
+        ax.plot([p["recall"] for p in pts], [p["precision"] for p in pts], ".-", label=name)
+    ax.axvline(0.95, color="grey", lw=0.5)
+    ax.axhline(0.90, color="grey", lw=0.5)
+    ax.set_xlabel("recall (IoU 0.5)")
+    ax.set_ylabel("precision")
+    ax.set_title("confidence 0.10 ... 0.75", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def log(msg: str) -> None:
@@ -303,6 +329,19 @@ def cmd_count(args) -> dict:
               "machine": machine()}
     if args.plots:
         plot_counts(true, est, plain, IMG / f"count_{data.name}.png", result)
+        result["plot"] = str((IMG / f"count_{data.name}.png").relative_to(ROOT))
+        k = int(np.argmax(true))
+        img = cv2.imread(str(data / "frames" / names[k]))
+        shown = dets[k][dets[k].confidence >= cal.detector.get("confidence", 0.25)]
+        if roi is not None:
+            contours, _ = cv2.findContours((roi > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(img, contours, -1, (0, 0, 255), 2)
+        for x1, y1, x2, y2 in shown.xyxy.astype(int):
+            cv2.rectangle(img, (x1, y1), (x2, y2), (0, 200, 0), 1)
+        title = f"{names[k]}: true {true[k]:.0f}, detections {len(shown)}, calibrated {est[k]:.1f}"
+        cv2.rectangle(img, (0, 0), (img.shape[1], 22), (0, 0, 0), -1)
+        cv2.putText(img, title, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.imwrite(str(IMG / f"count_{data.name}_example.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 80])
     return result
 
 
@@ -339,15 +378,7 @@ def cmd_fight(args) -> dict:
     T = _train_module()
     clips = T.list_clips(Path(args.data))
     y = np.array([c.label for c in clips])
-    timing: dict = {}
-
-    class TimedObserver(T.ClipObserver):
-        def observe(self, path):
-            out = super().observe(path)
-            timing["detect_s"], timing["pose_s"] = self.detect_s, self.pose.seconds
-            return out
-
-    obs = T.observations(clips, TimedObserver)
+    obs = T.observations(clips)
     if args.cv:
         X, owner, ends = T.window_matrix(obs)
         out = T.cross_validate(clips, X, owner, ends, args.kind, threshold=args.threshold, hold=args.hold)
@@ -368,15 +399,125 @@ def cmd_fight(args) -> dict:
                     fired[i], when[i] = True, ob.ts - o[0].ts
                     break
         out = T.scores(y, fired)
+        if args.plots:
+            fight_examples(T, clips, obs, fired, when, y, IMG / f"fight_{Path(args.data).name}_examples.jpg")
         hit = when[fired & (y == 1)]
         result = {"command": "fight", "mode": "shipped model, unchanged", "model": str(args.model),
                   **out, "alert_s_median": float(np.median(hit)) if len(hit) else None,
                   "alert_s_max": float(np.max(hit)) if len(hit) else None,
                   "alert_within_2s": float((hit <= 2.0).mean()) if len(hit) else None}
-    if timing:
-        result["pose_over_detection_time"] = timing["pose_s"] / max(timing["detect_s"], 1e-9)
+    if args.cost:
+        result["cost"] = conflict_cost(T, clips[:: max(1, len(clips) // args.cost)][: args.cost], args.plaza)
     result.update({"clips": len(clips), "data": str(args.data), "sample_fps": T.SAMPLE_FPS, "machine": machine()})
     return result
+
+
+# --------------------------------------------------------------------------- zones (inertia: presence vs tracks)
+
+
+def _ids_per_person(gt_ids: dict[int, set]) -> float:
+    return float(np.mean([len(v) for v in gt_ids.values()])) if gt_ids else float("nan")
+
+
+def cmd_zones(args) -> dict:
+    """At the runtime's analysis rates, what counts people better and keeps their identity: ByteTrack's confirmed
+    tracks, or the zone presence runs (``ZonePresence``) with inertia 2? Scored against gt.csv's boxes and ids."""
+    from vision.detections import Detections
+    from vision.tracker import ByteTracker
+    from vision.zones import ZonePresence
+
+    data = Path(args.data)
+    video = sorted(p for p in data.iterdir() if p.suffix.lower() in (".avi", ".mp4"))[0]
+    gt_rows: dict[int, list] = {}
+    with open(data / "gt.csv") as f:
+        for row in csv.DictReader(f):
+            gt_rows.setdefault(int(row["frame"]), []).append(
+                (int(row["id"]), [float(row[k]) for k in ("x1", "y1", "x2", "y2")]))
+    ship, conf = shipped_detect_setup()
+    dets = detections_for_video(video, ship, 1)
+    native = float(args.native_fps)
+    out = {}
+    for fps in args.fps:
+        step = max(1, int(round(native / fps)))
+        tracker, presence = ByteTracker(fps=fps), ZonePresence()
+        err = {"detections": [], "tracks": [], "presence": []}
+        fp = {"detections": 0, "tracks": 0, "presence": 0}
+        ids: dict[str, dict[int, set]] = {"tracks": {}, "presence": {}}
+        for i in range(0, len(dets), step):
+            xy, c = dets[i]
+            d = Detections(xy[c >= conf], c[c >= conf], np.zeros(int((c >= conf).sum()), np.int32))
+            tr = tracker.update(d)
+            runs, pid = presence.update(i / native, d)
+            g = gt_rows.get(i, [])
+            gb = np.array([b for _, b in g], np.float32).reshape(-1, 4)
+            for name, boxes, who in (("detections", d.xyxy, None), ("tracks", tr.xyxy, tr.tracker_id),
+                                     ("presence", d.xyxy[runs >= 2], pid[runs >= 2])):
+                err[name].append(len(boxes) - len(gb))
+                iou = iou_matrix(boxes, gb)
+                fp[name] += int((iou.max(axis=1) < 0.5).sum()) if len(gb) else len(boxes)
+                if who is not None and len(gb) and len(boxes):
+                    for k, (gid, _) in enumerate(g):
+                        j = int(np.argmax(iou[:, k]))
+                        if iou[j, k] >= 0.5:
+                            ids[name].setdefault(gid, set()).add(int(who[j]))
+        out[f"{fps:g}fps"] = {name: {"count_mae": float(np.mean(np.abs(e))), "count_bias": float(np.mean(e)),
+                                     "unmatched_boxes": fp[name],
+                                     **({"ids_per_person": _ids_per_person(ids[name])} if name in ids else {})}
+                              for name, e in err.items()}
+    return {"command": "zones", "data": str(data), "setup": ship.name, "confidence": conf, "by_rate": out,
+            "machine": machine()}
+
+
+SKELETON = [(5, 7), (7, 9), (6, 8), (8, 10), (5, 6), (5, 11), (6, 12), (11, 12), (11, 13), (13, 15), (12, 14),
+            (14, 16), (0, 5), (0, 6)]
+
+
+def fight_examples(T, clips, obs, fired, when, y, path: Path, per_kind: int = 2) -> None:
+    """Frames at which the monitor fired (or, for clips it let pass, the middle): boxes, keypoints, verdict."""
+    import cv2
+
+    picks = ([i for i in range(len(clips)) if y[i] == 1 and fired[i]][:per_kind]
+             + [i for i in range(len(clips)) if y[i] == 0 and not fired[i]][:per_kind])
+    tiles = []
+    for i in picks:
+        o = obs[i]
+        k = int(np.argmin([abs(ob.ts - o[0].ts - when[i]) for ob in o])) if fired[i] else len(o) // 2
+        img = [im for j, (_, im) in enumerate(T.sampled_frames(clips[i].path)) if j == k][0].copy()
+        ob = o[k]
+        for (x1, y1, x2, y2) in ob.xyxy.astype(int):
+            cv2.rectangle(img, (x1, y1), (x2, y2), (0, 200, 0), 2)
+        for kp, got in zip(ob.keypoints, ob.has_pose):
+            if got:
+                for a, b in SKELETON:
+                    if kp[a, 2] > 0.3 and kp[b, 2] > 0.3:
+                        cv2.line(img, tuple(kp[a, :2].astype(int)), tuple(kp[b, :2].astype(int)), (0, 255, 255), 2)
+        img = cv2.resize(img, (400, int(400 * img.shape[0] / img.shape[1])))
+        verdict = f"ALERT at {when[i]:.1f}s" if fired[i] else "no alert"
+        cv2.rectangle(img, (0, 0), (400, 20), (0, 0, 0), -1)
+        cv2.putText(img, f"{clips[i].path.stem} ({'fight' if y[i] else 'no fight'}): {verdict}", (4, 14),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(cv2.copyMakeBorder(img, 0, 300 - img.shape[0], 0, 0, cv2.BORDER_CONSTANT) if img.shape[0] < 300
+                     else img[:300])
+    if tiles:
+        rows = [np.hstack(tiles[j:j + 2]) for j in range(0, len(tiles) - len(tiles) % 2, 2)]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), np.vstack(rows), [cv2.IMWRITE_JPEG_QUALITY, 80])
+
+
+def conflict_cost(T, clips, plaza: Path | None) -> dict:
+    """Model time of pose (the conflict monitor's extra) over model time of detection, uncached, same process."""
+    out = {}
+    ob = T.ClipObserver()
+    for c in tqdm(clips, desc="cost: fight clips", unit="clip", file=sys.stderr):
+        ob.observe(c.path)
+    out["fight_clips"] = {"clips": len(clips), "detect_s": ob.detect_s, "pose_s": ob.pose.seconds,
+                          "pose_over_detection": ob.pose.seconds / max(ob.detect_s, 1e-9)}
+    if plaza is not None and Path(plaza).exists():
+        ob2 = T.ClipObserver()
+        ob2.observe(Path(plaza))
+        out["ordinary_scene"] = {"video": Path(plaza).name, "detect_s": ob2.detect_s, "pose_s": ob2.pose.seconds,
+                                 "pose_over_detection": ob2.pose.seconds / max(ob2.detect_s, 1e-9)}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -387,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--every", type=int, default=1, help="score every n-th frame")
     d.add_argument("--setups", nargs="*", help="e.g. yolov10n.pt@640 yolov10n.pt@960 yolov10n.pt@640+tiles2")
     d.add_argument("--conf", nargs="*", type=float, default=[0.25, 0.35, 0.5])
+    d.add_argument("--plots", action="store_true", help="write docs/img/detect_<folder>.png (precision-recall)")
     c = sub.add_parser("count", help="crowd counting on frames + counts.csv (mall-train layout)")
     c.add_argument("--data", required=True)
     c.add_argument("--calibration", type=Path, default=ROOT / "models" / "counting" / "mall.json")
@@ -397,13 +539,22 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--model", type=Path, default=ROOT / "models" / "conflict" / "conflict-v1.json")
     f.add_argument("--kind", choices=["logistic", "trees"], default="trees", help="--cv: classifier")
     f.add_argument("--threshold", type=float, default=0.5, help="--cv: probability threshold")
-    f.add_argument("--hold", type=int, default=2, help="--cv: windows in a row")
+    f.add_argument("--hold", type=int, default=1, help="--cv: windows in a row")
+    f.add_argument("--plots", action="store_true", help="write docs/img/fight_<folder>_examples.jpg")
+    f.add_argument("--cost", type=int, default=0, help="also time pose vs detection on this many clips, uncached")
+    f.add_argument("--plaza", type=Path, default=None, help="--cost: an ordinary busy scene to time too")
+    z = sub.add_parser("zones", help="inertia: zone presence runs vs ByteTrack tracks at low analysis rates")
+    z.add_argument("--data", required=True)
+    z.add_argument("--fps", nargs="*", type=float, default=[1, 2, 5])
+    z.add_argument("--native-fps", type=float, default=10.0, help="the video's frame rate")
+    for p in (d, c, f, z):
+        p.add_argument("--results", type=Path, default=RESULTS, help="folder for eval_<command>_<data>.json")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    result = {"detect": cmd_detect, "count": cmd_count, "fight": cmd_fight}[args.command](args)
+    result = {"detect": cmd_detect, "count": cmd_count, "fight": cmd_fight, "zones": cmd_zones}[args.command](args)
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     name = args.command + ("_cv" if getattr(args, "cv", False) else "") + f"_{Path(args.data).name}"
-    write_result(name, result)
+    write_result(name, result, args.results)
     print(json.dumps(result))
     return 0
 

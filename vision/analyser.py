@@ -77,7 +77,7 @@ class ZoneAnalyser:
         out: list[Incident] = []
         for monitor, observation in ((self.crowding, (count,)), (self.gathering, (count,)),
                                      (self.loitering, (ids[settled].tolist(),)),
-                                     (self.conflict, (frame.image, people))):
+                                     (self.conflict, (frame.image, people, self.pixel_mask(frame.wh)))):
             if monitor is not None and (inc := monitor.update(frame.ts, *observation)) is not None:
                 out.append(inc)
         return state, out

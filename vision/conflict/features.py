@@ -27,7 +27,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "scene_flow", "flow_pair_over_scene",
     "body_speed_max", "body_speed_mean", "shape_rate_max", "shape_rate_mean",
     "limb_speed_max", "limb_speed_mean", "reach_min", "reach_mean", "arms_up", "tilt_max", "tilt_change",
-    "pose_coverage",
+    "pose_coverage", "moving_area_mean", "moving_area_max", "moving_speed_mean", "moving_speed_max",
 )
 
 
@@ -176,5 +176,7 @@ def window_features(window: Sequence[Observation]) -> np.ndarray:
         _agg(limb, max, 0.0), _agg(limb, np.mean, 0.0), _agg(reach, min, 1.0), _agg(reach, np.mean, 1.0),
         _agg(arms, np.mean, 0.0), _agg(tilt, max, 0.0), float(np.ptp(ta)) if len(ta) > 1 else 0.0,
         _agg(covered, np.mean, 0.0),
+        _agg([o.moving_area for o in window], np.mean, 0.0), _agg([o.moving_area for o in window], max, 0.0),
+        _agg([o.moving_speed for o in window], np.mean, 0.0), _agg([o.moving_speed for o in window], max, 0.0),
     ]
     return np.asarray(out, np.float64)

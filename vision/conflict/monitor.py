@@ -64,8 +64,10 @@ class ConflictMonitor:
             return 0.0  # not a full window yet
         return float(self.model.proba(window_features(list(w)))[0])
 
-    def update(self, ts: float, image: np.ndarray, people: Detections) -> Incident | None:
-        return self.push(self.observer.observe(ts, image, people))
+    def update(self, ts: float, image: np.ndarray, people: Detections, mask: np.ndarray | None = None
+               ) -> Incident | None:
+        """One analysed frame; ``mask`` (frame-sized, nonzero inside) keeps the motion search inside the zone."""
+        return self.push(self.observer.observe(ts, image, people, mask))
 
     def push(self, ob: Observation) -> Incident | None:
         """The rule on an observation already made (what ``update`` does after observing; replays use it)."""

@@ -1,9 +1,9 @@
 """What one frame tells about possible conflict: who is where, their pose, and how their pixels move.
 
-Pose runs only on people who stand close together (nobody fights alone at a
-distance), on crops enlarged to the pose model's input size: in a full
-surveillance frame yolo11n-pose misses most small people, in a crop around a
-close group it finds them. Motion is dense optical flow on a small grey copy of
+Pose runs only where people stand close together or something moves fast, and
+only on the fastest-moving such crop of a frame (it is the costly part), enlarged
+to the pose model's input size: in a full surveillance frame yolo11n-pose misses
+most small people, in a crop around a close group it finds them. Motion is dense optical flow on a small grey copy of
 the frame, read inside each person's box. The training script and the runtime
 ``ConflictMonitor`` both go through ``Observer`` (one piece of code).
 """
@@ -35,6 +35,8 @@ class Observation:
     flow_mag: np.ndarray  # (N,) mean flow speed in the box, body heights per second; NaN on the first frame
     flow_chaos: np.ndarray  # (N,) 1 - |mean flow| / mean |flow|: 0 a rigid walk, 1 limbs going every way
     scene_flow: float  # median flow speed of the whole frame, frame heights per second (camera shake, crowds)
+    moving_area: float = float("nan")  # fraction of the frame moving faster than FlowMeter.MOVING
+    moving_speed: float = float("nan")  # median speed there, frame heights per second
 
 
 def close_pairs(xyxy: np.ndarray, close_h: float = CLOSE_H) -> list[tuple[int, int]]:
@@ -85,9 +87,9 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class CropPose:
-    """yolo11n-pose on enlarged crops of close groups; all crops of a frame in one batched call."""
+    """yolo11n-pose on enlarged crops; all crops of a frame in one batched call."""
 
-    def __init__(self, weights: Path, imgsz: int = 320, device: str = "cpu", max_crops: int = 4):
+    def __init__(self, weights: Path, imgsz: int = 256, device: str = "cpu", max_crops: int = 1):
         os.environ.setdefault("YOLO_OFFLINE", "1")
         from ultralytics import YOLO
 
@@ -96,42 +98,46 @@ class CropPose:
         self.calls = 0
         self.seconds = 0.0  # model time, for the "extra cost over detection" budget
 
-    def estimate(self, image: np.ndarray, xyxy: np.ndarray, groups: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-        """Keypoints (N, 17, 3) in frame pixels for the people in ``groups``, and which of them got a pose."""
+    def run(self, image: np.ndarray, windows: list[tuple[int, int, int, int]]
+            ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per window: people boxes (M, 4), keypoints (M, 17, 3) in frame pixels, and box confidences (M,)."""
         import time
 
-        from scipy.optimize import linear_sum_assignment
-
-        kp = np.zeros((len(xyxy), N_KP, 3), np.float32)
-        got = np.zeros(len(xyxy), bool)
-        groups = sorted(groups, key=len, reverse=True)[: self.max_crops]
-        if not groups:
-            return kp, got
-        h, w = image.shape[:2]
-        wins = [crop_window(xyxy[g], (w, h)) for g in groups]
-        crops = [np.ascontiguousarray(image[y1:y2, x1:x2]) for x1, y1, x2, y2 in wins]
+        windows = windows[: self.max_crops]
+        if not windows:
+            return []
+        crops = [np.ascontiguousarray(image[y1:y2, x1:x2]) for x1, y1, x2, y2 in windows]
         t0 = time.perf_counter()
         results = self.model.predict(crops, imgsz=self.imgsz, conf=0.2, classes=[0], device=self.device, verbose=False)
         self.seconds += time.perf_counter() - t0
         self.calls += 1
-        for g, (x1, y1, _, _), r in zip(groups, wins, results):
+        out = []
+        for (x1, y1, _, _), r in zip(windows, results):
             if r.keypoints is None or len(r.boxes) == 0:
+                out.append((np.zeros((0, 4), np.float32), np.zeros((0, N_KP, 3), np.float32), np.zeros(0, np.float32)))
                 continue
-            off = np.array([x1, y1, x1, y1], np.float32)
-            pboxes = r.boxes.xyxy.cpu().numpy() + off
-            pkp = r.keypoints.data.cpu().numpy().copy()
-            pkp[..., 0] += x1
-            pkp[..., 1] += y1
-            iou = _iou(xyxy[g], pboxes)
-            rows, cols = linear_sum_assignment(-iou)
-            for a, b in zip(rows, cols):
-                if iou[a, b] >= 0.3 and not got[g[a]]:
-                    kp[g[a]], got[g[a]] = pkp[b], True
-        return kp, got
+            kp = r.keypoints.data.cpu().numpy().astype(np.float32).copy()
+            kp[..., 0] += x1
+            kp[..., 1] += y1
+            boxes = r.boxes.xyxy.cpu().numpy().astype(np.float32) + np.array([x1, y1, x1, y1], np.float32)
+            out.append((boxes, kp, r.boxes.conf.cpu().numpy().astype(np.float32)))
+        return out
+
+
+@dataclass(slots=True)
+class FlowField:
+    """Dense optical flow between two analysed frames, on the small grey copy."""
+
+    flow: np.ndarray  # (h, w, 2) pixels of the small copy
+    speed: np.ndarray  # (h, w) frame heights per second
+    scale: float  # small copy pixels per frame pixel
+    dt: float
 
 
 class FlowMeter:
-    """Farneback optical flow between consecutive analysed frames, read per person box."""
+    """Farneback optical flow between consecutive analysed frames (one small grey copy kept per zone)."""
+
+    MOVING = 0.3  # frame heights per second: faster than a walk at any usual distance from a camera
 
     def __init__(self, width: int = FLOW_WIDTH):
         self.width = width
@@ -143,53 +149,130 @@ class FlowMeter:
         return cv2.cvtColor(cv2.resize(image, (self.width, max(int(round(h * self.width / w)), 8)),
                                        interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
 
-    def remember(self, ts: float, image: np.ndarray) -> None:
-        self._prev, self._prev_ts = self._grey(image), ts
-
-    def measure(self, ts: float, image: np.ndarray, xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        scale = self.width / image.shape[1]
+    def step(self, ts: float, image: np.ndarray) -> FlowField | None:
         grey = self._grey(image)
         prev, dt = self._prev, ts - self._prev_ts
         self._prev, self._prev_ts = grey, ts
-        nan = np.full(len(xyxy), np.nan, np.float32)
         if prev is None or prev.shape != grey.shape or dt <= 0:
-            return nan, nan.copy(), float("nan")
+            return None
         flow = cv2.calcOpticalFlowFarneback(prev, grey, None, 0.5, 3, 13, 3, 5, 1.1, 0)
-        mag = np.linalg.norm(flow, axis=2)
-        scene = float(np.median(mag)) / grey.shape[0] / dt
-        speed, chaos = nan.copy(), nan.copy()
-        for k, (x1, y1, x2, y2) in enumerate(np.round(xyxy * scale).astype(int)):
-            x1, y1 = max(x1, 0), max(y1, 0)
-            x2, y2 = min(x2, grey.shape[1]), min(y2, grey.shape[0])
-            if x2 - x1 < 2 or y2 - y1 < 2:
-                continue
-            f = flow[y1:y2, x1:x2].reshape(-1, 2)
-            m = mag[y1:y2, x1:x2].mean()
-            speed[k] = m / max(y2 - y1, 1) / dt
-            chaos[k] = 1.0 - np.linalg.norm(f.mean(axis=0)) / (m + 1e-6)
-        return speed, chaos, scene
+        return FlowField(flow, np.linalg.norm(flow, axis=2) / grey.shape[0] / dt, self.width / image.shape[1], dt)
+
+
+def box_motion(field: FlowField | None, xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per box: mean flow speed in body heights per second, and disorder 1 - |mean flow| / mean |flow|."""
+    speed = np.full(len(xyxy), np.nan, np.float32)
+    chaos = np.full(len(xyxy), np.nan, np.float32)
+    if field is None:
+        return speed, chaos
+    H, W = field.speed.shape
+    for k, (x1, y1, x2, y2) in enumerate(np.round(xyxy * field.scale).astype(int)):
+        x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, W), min(y2, H)
+        if x2 - x1 < 2 or y2 - y1 < 2:
+            continue
+        f = field.flow[y1:y2, x1:x2].reshape(-1, 2)
+        m = np.linalg.norm(f, axis=1).mean()
+        speed[k] = field.speed[y1:y2, x1:x2].mean() * H / (y2 - y1)
+        chaos[k] = 1.0 - np.linalg.norm(f.mean(axis=0)) / (m + 1e-6)
+    return speed, chaos
+
+
+def motion_window(field: FlowField | None, frame_wh: tuple[int, int], mask: np.ndarray | None = None,
+                  min_area: float = 0.005) -> tuple[tuple[int, int, int, int] | None, float, float]:
+    """The box around the largest fast-moving blob (frame pixels, padded), its area fraction and median speed.
+
+    A fight moves fast where the detector often sees nobody (bodies tangled,
+    blurred, lying down); this is where pose gets a second look.
+    """
+    if field is None:
+        return None, float("nan"), float("nan")
+    moving = (field.speed > FlowMeter.MOVING).astype(np.uint8)
+    if mask is not None:
+        moving &= cv2.resize(mask.astype(np.uint8), moving.shape[::-1], interpolation=cv2.INTER_NEAREST)
+    moving = cv2.morphologyEx(moving, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
+    n, _, stats, _ = cv2.connectedComponentsWithStats(moving, connectivity=8)
+    area = float(moving.mean())
+    if n < 2:
+        return None, area, 0.0
+    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, w, h, a = stats[k]
+    if a < min_area * moving.size:
+        return None, area, float(np.median(field.speed[moving > 0]))
+    box = np.array([[x, y, x + w, y + h]], np.float32) / field.scale
+    return crop_window(box, frame_wh, pad=0.3), area, float(np.median(field.speed[moving > 0]))
+
+
+def _assign(dets: np.ndarray, poses: np.ndarray) -> list[tuple[int, int]]:
+    from scipy.optimize import linear_sum_assignment
+
+    if len(dets) == 0 or len(poses) == 0:
+        return []
+    iou = _iou(dets, poses)
+    return [(a, b) for a, b in zip(*linear_sum_assignment(-iou)) if iou[a, b] >= 0.3]
 
 
 class Observer:
-    """Per camera zone: turns (timestamp, frame, people) into an ``Observation``; pose model may be shared."""
+    """Per camera zone: turns (timestamp, frame, people) into an ``Observation``; the pose model may be shared.
+
+    Pose runs on crops of close groups and, when something moves fast, on the
+    fast-moving region; people pose finds there that the detector missed join
+    the observation.
+    """
+
+    MIN_FAST = 0.05  # a crop gets pose only when this fraction of it moves faster than FlowMeter.MOVING
 
     def __init__(self, pose: CropPose | None):
         self.pose = pose
         self.flow = FlowMeter()
 
-    def observe(self, ts: float, image: np.ndarray, people: Detections) -> Observation:
+    def pose_windows(self, candidates: list[tuple[int, int, int, int]], field: FlowField | None
+                     ) -> list[tuple[int, int, int, int]]:
+        """The crops worth a pose run: only where something moves fast, the fastest first (pose is the costly part)."""
+        if field is None or not candidates:
+            return []
+        scored = []
+        for win in candidates:
+            x1, y1, x2, y2 = (np.array(win) * field.scale).astype(int)
+            patch = field.speed[y1:max(y2, y1 + 1), x1:max(x2, x1 + 1)]
+            fast = float((patch > FlowMeter.MOVING).mean()) if patch.size else 0.0
+            if fast >= self.MIN_FAST:
+                scored.append((fast, win))
+        return [w for _, w in sorted(scored, reverse=True)]
+
+    def observe(self, ts: float, image: np.ndarray, people: Detections, mask: np.ndarray | None = None
+                ) -> Observation:
+        h, w = image.shape[:2]
         xyxy = people.xyxy.astype(np.float32)
+        field = self.flow.step(ts, image)
         groups = groups_of(len(xyxy), close_pairs(xyxy))
-        if self.pose is not None and groups:
-            kp, got = self.pose.estimate(image, xyxy, groups)
-        else:
-            kp, got = np.zeros((len(xyxy), N_KP, 3), np.float32), np.zeros(len(xyxy), bool)
-        if groups:
-            speed, chaos, scene = self.flow.measure(ts, image, xyxy)
-        else:  # nobody close together: skip the flow (the costliest part of a quiet frame), keep the frame
-            self.flow.remember(ts, image)
-            speed, chaos, scene = np.full(len(xyxy), np.nan, np.float32), np.full(len(xyxy), np.nan, np.float32), np.nan
-        return Observation(ts, image.shape[0], xyxy, kp, got, speed, chaos, scene)
+        motion, area, mspeed = motion_window(field, (w, h), mask)
+        windows = self.pose_windows([crop_window(xyxy[g], (w, h)) for g in groups] + ([motion] if motion else []),
+                                    field)
+        kp = np.zeros((len(xyxy), N_KP, 3), np.float32)
+        got = np.zeros(len(xyxy), bool)
+        if self.pose is not None and windows:
+            results = self.pose.run(image, windows)
+            boxes = np.concatenate([r[0] for r in results]) if results else np.zeros((0, 4), np.float32)
+            kps = np.concatenate([r[1] for r in results]) if results else np.zeros((0, N_KP, 3), np.float32)
+            conf = np.concatenate([r[2] for r in results]) if results else np.zeros(0, np.float32)
+            used = np.zeros(len(boxes), bool)
+            for a, b in _assign(xyxy, boxes):
+                kp[a], got[a], used[b] = kps[b], True, True
+            # people only pose saw (in the moving region or a group crop): keep them, once (NMS among themselves)
+            extra = np.nonzero(~used & (conf >= 0.35))[0]
+            extra = extra[np.argsort(-conf[extra])]
+            keep: list[int] = []
+            for e in extra:
+                others = np.concatenate([xyxy, boxes[keep]]) if keep else xyxy
+                if len(others) == 0 or _iou(boxes[[e]], others).max() < 0.3:
+                    keep.append(int(e))
+            if keep:
+                xyxy = np.concatenate([xyxy, boxes[keep]])
+                kp = np.concatenate([kp, kps[keep]])
+                got = np.concatenate([got, np.ones(len(keep), bool)])
+        speed, chaos = box_motion(field, xyxy)
+        scene = float(np.median(field.speed)) if field is not None else float("nan")
+        return Observation(ts, h, xyxy, kp, got, speed, chaos, scene, area, mspeed)
 
 
 def pack_observations(obs: list[Observation]) -> dict[str, np.ndarray]:
@@ -199,7 +282,8 @@ def pack_observations(obs: list[Observation]) -> dict[str, np.ndarray]:
                                    else np.zeros(shape, dt))
     return {"offsets": np.concatenate([[0], np.cumsum(sizes)]), "ts": np.array([o.ts for o in obs]),
             "frame_h": np.array([o.frame_h for o in obs], np.int64),
-            "scene_flow": np.array([o.scene_flow for o in obs]), "xyxy": cat("xyxy", (0, 4), np.float32),
+            "scene_flow": np.array([o.scene_flow for o in obs]), "moving_area": np.array([o.moving_area for o in obs]),
+            "moving_speed": np.array([o.moving_speed for o in obs]), "xyxy": cat("xyxy", (0, 4), np.float32),
             "keypoints": cat("keypoints", (0, N_KP, 3), np.float32), "has_pose": cat("has_pose", (0,), bool),
             "flow_mag": cat("flow_mag", (0,), np.float32), "flow_chaos": cat("flow_chaos", (0,), np.float32)}
 
@@ -207,5 +291,6 @@ def pack_observations(obs: list[Observation]) -> dict[str, np.ndarray]:
 def unpack_observations(z: dict[str, np.ndarray]) -> list[Observation]:
     o = z["offsets"]
     return [Observation(float(z["ts"][i]), int(z["frame_h"][i]), *(z[k][o[i]:o[i + 1]] for k in
-                        ("xyxy", "keypoints", "has_pose", "flow_mag", "flow_chaos")), float(z["scene_flow"][i]))
+                        ("xyxy", "keypoints", "has_pose", "flow_mag", "flow_chaos")), float(z["scene_flow"][i]),
+                        float(z["moving_area"][i]), float(z["moving_speed"][i]))
             for i in range(len(o) - 1)]
