@@ -1,0 +1,131 @@
+"""The admin page (/admin) in Chromium: add a camera on the real RTSP server, test it, draw a zone over its
+picture, set its rules, see errors next to their fields, save, and see the live count while editing.
+"""
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import need
+from gridwatch.configsync import ConfigChannel
+from gridwatch.telemetry import Telemetry
+from streams import RtspServer
+
+SHOTS = Path(__file__).resolve().parents[1] / "var" / "test-screenshots"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def admin_page(api):
+    need(shutil.which(CHROMIUM) is not None, "Debian's chromium is not installed (scripts/setup.sh --test)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+        ctx.add_cookies(api.cookies_for("admin"))
+        pg = ctx.new_page()
+        pg.set_default_timeout(15000)
+        yield pg
+        browser.close()
+
+
+def shot(page, name):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def click_at(page, fx, fy, **kw):
+    page.locator("#draw").scroll_into_view_if_needed()
+    box = page.locator("#draw").bounding_box()
+    page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"], **kw)
+
+
+def test_admin_adds_a_camera_draws_a_zone_and_the_pipeline_gets_it(api, admin_page, vtest, rtsp_ok):
+    page = admin_page
+    with RtspServer({"walk": vtest}) as server:
+        page.goto(f"{api.base_url}/admin")
+        page.locator('[data-camera-id="cam-1"]').wait_for()
+        page.locator('[data-role="add-camera"]').click()
+        page.fill('[data-path="id"]', "cam-walk")
+        page.fill('[data-path="name"]', "Walkway")
+        page.fill('[data-path="url"]', server.url("walk"))
+        page.select_option('[data-path="grid"]', "g-1")
+        page.fill('[data-path="lat"]', "95")  # wrong: corrected below
+        page.fill('[data-path="lon"]', "121.41")
+
+        # the test button connects and shows the camera's picture, which the zone editor draws over
+        page.locator('[data-role="test"]').click()
+        page.wait_for_selector('[data-role="test-result"][data-ok="true"]')
+        assert "768×576" in page.locator('[data-role="test-result"]').inner_text()
+        page.wait_for_function("() => { const i = document.querySelector('#pic'); return i && i.complete && i.naturalWidth === 768; }")
+
+        # a zone: three corners clicked, crowding on with a bad hysteresis
+        page.locator('[data-role="add-zone"]').click()
+        page.fill('[data-path="zones.0.id"]', "path")
+        for fx, fy in [(0.05, 0.45), (0.95, 0.45), (0.95, 0.98)]:
+            click_at(page, fx, fy)
+        page.check('[data-path="zones.0.crowding"]')
+        page.fill('[data-path="zones.0.crowding.threshold"]', "3")
+        page.fill('[data-path="zones.0.crowding.clear_below"]', "5")
+        page.fill('[data-path="zones.0.active_hours"]', "07:00-25:00")
+        page.locator('[data-role="save"]').click()
+
+        # each error next to its field; nothing saved
+        page.wait_for_selector('[data-error-for="lat"]:not(:empty)')
+        assert "less than or equal to 90" in page.locator('[data-error-for="lat"]').inner_text()
+        assert "clear_below" in page.locator('[data-error-for="zones.0.crowding"]').inner_text()
+        assert "HH:MM-HH:MM" in page.locator('[data-error-for="zones.0.active_hours"]').inner_text()
+        assert page.locator('[data-path="lat"]').evaluate("e => e.classList.contains('invalid')")
+        shot(page, "admin-errors")
+        assert [c["id"] for c in api.get("/api/cameras").json()] == ["cam-1"]
+
+        # fix them; one more corner, a stray point removed, a corner dragged
+        page.fill('[data-path="lat"]', "31.21")
+        page.fill('[data-path="zones.0.crowding.clear_below"]', "")
+        page.fill('[data-path="zones.0.active_hours"]', "06:00-23:00")
+        click_at(page, 0.05, 0.98)                      # 4th corner: a rectangle
+        click_at(page, 0.5, 0.7)                        # a stray point inside ...
+        assert page.locator("#draw circle.vtx").count() == 5
+        page.locator("#draw circle.vtx.cur").dblclick()  # ... removed again
+        assert page.locator("#draw circle.vtx").count() == 4
+        box = page.locator("#draw").bounding_box()
+        vtx = page.locator('#draw circle.vtx[data-vtx="0"]').bounding_box()
+        page.mouse.move(vtx["x"] + vtx["width"] / 2, vtx["y"] + vtx["height"] / 2)
+        page.mouse.down()
+        page.mouse.move(box["x"] + 0.02 * box["width"], box["y"] + 0.40 * box["height"], steps=5)
+        page.mouse.up()
+        page.locator('[data-role="save"]').click()
+        page.wait_for_selector('[data-role="status"].ok')
+        assert "saved" in page.locator('[data-role="status"]').inner_text()
+
+    published = ConfigChannel(api.store.r, api.store.p).current()
+    cam = published.camera("cam-walk")
+    zone = cam.zones[0]
+    assert (cam.grid, cam.lat, zone.id, zone.crowding.threshold, zone.active_hours) == ("g-1", 31.21, "path", 3, ["06:00-23:00"])
+    assert len(zone.polygon) == 4
+    assert zone.polygon[0] == pytest.approx((0.02, 0.40), abs=0.01)   # dragged
+    assert zone.polygon[2] == pytest.approx((0.95, 0.98), abs=0.01)
+    assert [c["id"] for c in api.get("/api/cameras").json()] == ["cam-1", "cam-walk"]
+
+    # the live count of the zone being edited: people whose feet are inside the polygon
+    tel = Telemetry(api.store.r, api.store.p)
+    boxes = [[0.2, 0.5, 0.25, 0.7], [0.6, 0.6, 0.66, 0.9], [0.4, 0.05, 0.45, 0.3]]  # feet at y 0.7, 0.9 (in), 0.3 (out)
+    deadline = time.monotonic() + 10
+    while page.locator('[data-role="live-count"]').get_attribute("data-count") != "2" and time.monotonic() < deadline:
+        tel.put_overlay("cam-walk", {"ts": time.time(), "boxes": boxes, "zones": {"path": 2}})
+        time.sleep(0.3)
+    assert page.locator('[data-role="live-count"]').get_attribute("data-count") == "2"
+    # move a corner while editing: the count follows the polygon being drawn, before any save
+    page.locator("#draw").scroll_into_view_if_needed()
+    box = page.locator("#draw").bounding_box()
+    vtx = page.locator('#draw circle.vtx[data-vtx="0"]').bounding_box()
+    page.mouse.move(vtx["x"] + vtx["width"] / 2, vtx["y"] + vtx["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.5 * box["width"], box["y"] + 0.40 * box["height"], steps=5)
+    page.mouse.up()
+    tel.put_overlay("cam-walk", {"ts": time.time(), "boxes": boxes, "zones": {"path": 2}})
+    page.wait_for_selector('[data-role="live-count"][data-count="1"]')
+    shot(page, "admin-zone-editor")
