@@ -127,6 +127,10 @@ def worker_may(user: User, action: str, case: dict, actor: str | None) -> None:
 def visible_cases(store, user: User, *, grid: str | None = None, limit: int = 50, **filters) -> list[dict]:
     """``store.list`` limited to the user's grids (grid workers), merged in the list's own order."""
     if user.role != "grid_worker":
+        if grid is None and filters.get("sort", "time") == "time" and not any(
+                v for k, v in filters.items() if k != "sort"):
+            # the console's plain newest-first page: read just that many (not the 2000 a filtered scan reads)
+            return store.list(limit=limit, scan=limit, **filters)
         return store.list(grid=grid, limit=limit, **filters)
     if grid is not None:
         check_grid(user, grid)
