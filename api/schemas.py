@@ -219,13 +219,15 @@ class TokenOut(BaseModel):
 
 
 class AdminAuditEntry(BaseModel):
-    ts: float
-    actor: str
-    action: str = Field(description="method and route, e.g. 'PUT /api/admin/cameras/{camera_id}'")
-    target: str = Field(description="the path changed")
+    """Defaults everywhere: an entry someone wrote by hand still shows (and breaks the chain) rather than a 500."""
+
+    ts: float = 0.0
+    actor: str = ""
+    action: str = Field(default="", description="method and route, e.g. 'PUT /api/admin/cameras/{camera_id}'")
+    target: str = Field(default="", description="the path changed")
     detail: dict = Field(default_factory=dict, description="query and body (camera passwords masked)")
     status: int | None = Field(default=None, description="the answer's HTTP status")
-    prev: str = Field(description="SHA-256 of the entry before (hash chain)")
+    prev: str = Field(default="", description="SHA-256 of the entry before (hash chain)")
 
 
 class AdminAuditOut(BaseModel):

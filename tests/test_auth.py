@@ -221,3 +221,21 @@ def test_browser_logs_in_and_lands_on_the_operator_page(api, make_case):
         assert page.url.rstrip("/") == str(api.base_url).rstrip("/")
         shot(page, "login-then-operator")
         browser.close()
+
+
+def test_admin_changes_are_audited(api):
+    r = api.put("/api/admin/grids/g-3", params={"create": "true"}, json={"id": "g-3", "name": "Three"},
+                headers=api.headers_for("admin"))
+    assert r.status_code == 200, r.text
+    assert api.put("/api/admin/grids/g-3", json={"id": "g-3", "name": "x"}).status_code == 403  # the operator
+    assert api.get("/api/audit").status_code == 403
+    audit = api.get("/api/audit", headers=api.headers_for("admin")).json()
+    assert audit["intact"] and audit["total"] == 1
+    e = audit["entries"][0]
+    assert (e["actor"], e["action"], e["target"], e["status"]) == ("admin", "PUT /api/admin/grids/{grid_id}",
+                                                                 "/api/admin/grids/g-3", 200)
+    assert e["detail"]["body"] == {"id": "g-3", "name": "Three"} and time.time() - e["ts"] < 30
+    # append only: an edited entry breaks the chain
+    key = api.app.state.admin_audit.key
+    api.store.r.rpush(key, '{"actor": "mallory", "prev": "forged"}')
+    assert api.get("/api/audit", headers=api.headers_for("admin")).json()["first_bad"] == 1
