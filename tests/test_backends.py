@@ -93,3 +93,20 @@ def test_export_is_cached_by_checksum(images):
     assert again == first and again.stat().st_mtime_ns == mtime
     assert first.parent == export_path(weights, "onnx", EXPORTS)
     assert "55e1563d55db0a2b" in str(first)  # the known checksum of yolov10n.pt
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="no CUDA device here (GPU paths run only there)")
+def test_cuda_batch_fits_memory_and_agrees_with_cpu(images):
+    """On a GPU: the batch is lowered to what memory holds, a batch equals one frame, FP16 agrees with the CPU."""
+    det = PersonDetector(resolve_weights("yolov10n.pt"), DetectorConfig(device="cuda:0", backend="auto", max_batch=256),
+                         export_root=EXPORTS)
+    assert det.backend.name == "torch" and 1 <= det.batch_limit <= 256
+    batched = det.detect(images)
+    for b, s in zip(batched, (det.detect([im])[0] for im in images)):
+        assert abs(len(b) - len(s)) <= 1
+    matched = total = 0
+    for d, ref in zip(batched, detector("torch").detect(images)):
+        total += len(ref)
+        if len(d) and len(ref):
+            matched += int((iou(ref.xyxy, d.xyxy).max(axis=1) >= 0.9).sum())
+    assert matched / total >= 0.95

@@ -1,6 +1,7 @@
 """OpenVINO on the ultralytics OpenVINO export: the fastest CPU backend measured here (docs/inference.md)."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,9 @@ class OpenVinoBackend:
         if device != "cpu":
             raise RuntimeError(f"the openvino backend runs on the CPU here, not {device}")
         self.device = device
-        config = {"PERFORMANCE_HINT": "THROUGHPUT"}
+        # no pinning: the decoders and the pipeline's other stages share these cores, and a stream pinned
+        # to a busy core would hold up the whole batch
+        config = {"PERFORMANCE_HINT": "THROUGHPUT", "ENABLE_CPU_PINNING": False}
         if precision:
             config["INFERENCE_PRECISION_HINT"] = precision
         core = ov.Core()
@@ -33,6 +36,7 @@ class OpenVinoBackend:
         self.precision = "bf16" if "bf" in hint else "fp16" if "16" in hint else "fp32"
         streams = max(int(self.compiled.get_property("NUM_STREAMS")), 1)
         self._requests = [self.compiled.create_infer_request() for _ in range(streams)]
+        self._lock = threading.Lock()  # the requests are reused: one batch at a time (detect() may be shared)
 
     @staticmethod
     def _with_preprocessing(model):
@@ -48,9 +52,10 @@ class OpenVinoBackend:
 
     def infer(self, canvas: np.ndarray) -> torch.Tensor:
         parts = [p for p in np.array_split(canvas, min(len(self._requests), len(canvas))) if len(p)]
-        used = self._requests[:len(parts)]
-        for req, part in zip(used, parts):
-            req.start_async({0: np.ascontiguousarray(part)})
-        for req in used:
-            req.wait()
-        return torch.from_numpy(np.concatenate([req.get_output_tensor(0).data for req in used]))
+        with self._lock:
+            used = self._requests[:len(parts)]
+            for req, part in zip(used, parts):
+                req.start_async({0: np.ascontiguousarray(part)})
+            for req in used:
+                req.wait()
+            return torch.from_numpy(np.concatenate([req.get_output_tensor(0).data for req in used]))
