@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import need
+
 from gridwatch.configsync import ConfigChannel
 from gridwatch.telemetry import Telemetry
 from streams import RtspServer

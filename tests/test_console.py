@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import need
+
 from gridwatch.telemetry import Telemetry
 
 SHOTS = Path(__file__).resolve().parents[1] / "var" / "test-screenshots"

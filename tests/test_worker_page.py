@@ -8,7 +8,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import need
 
 SHOTS = Path(__file__).resolve().parents[1] / "var" / "test-screenshots"
@@ -91,7 +90,7 @@ def test_worker_takes_accepts_arrives_and_resolves_with_note_and_photo(api, make
     card.locator('[data-role="note"]').fill("about 12 people queueing at the gate; asked them to spread out")
     img = np.zeros((240, 320, 3), np.uint8)
     cv2.rectangle(img, (60, 60), (260, 200), (40, 160, 240), -1)
-    ok, jpeg = cv2.imencode(".jpg", img)
+    _, jpeg = cv2.imencode(".jpg", img)
     card.locator('[data-role="photo"]').set_input_files(
         {"name": "gate.jpg", "mimeType": "image/jpeg", "buffer": jpeg.tobytes()})
     shot(page, "worker-resolving")
@@ -101,7 +100,7 @@ def test_worker_takes_accepts_arrives_and_resolves_with_note_and_photo(api, make
     got = api.store.get(case["id"])
     assert got["state"] == "resolved" and got["verdict"] == "confirmed"
     assert len(got["photos"]) == 1 and api.evidence.path(got["photos"][0]) is not None
-    resolve = [h for h in got["history"] if h["action"] == "resolve"][0]
+    resolve = next(h for h in got["history"] if h["action"] == "resolve")
     assert resolve["actor"] == "w1" and "spread out" in resolve["note"]
     assert [h["action"] for h in got["history"]] == ["create", "accept", "arrive", "photo", "resolve"]
 

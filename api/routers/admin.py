@@ -18,11 +18,26 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import ValidationError
 
-from gridwatch.config import Camera, Grid, GridwatchConfig, keep_secret, mask_url, save_config
+from gridwatch.config import (
+    Camera,
+    Grid,
+    GridwatchConfig,
+    keep_secret,
+    mask_url,
+    save_config,
+)
 from gridwatch.configsync import ConfigChannel
 
 from ..auth import ADMIN, ANY, PAGE, AnyUser
-from ..schemas import AdminConfigOut, AdminSavedOut, CameraTestIn, ErrorOut, MapCamera, MapGrid, MapOut
+from ..schemas import (
+    AdminConfigOut,
+    AdminSavedOut,
+    CameraTestIn,
+    ErrorOut,
+    MapCamera,
+    MapGrid,
+    MapOut,
+)
 
 router = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[ADMIN])
 console = APIRouter(prefix="/api", tags=["cameras"], dependencies=[ANY])
@@ -164,7 +179,7 @@ def delete_camera(camera_id: str, request: Request, actor: Actor = "admin") -> A
     return AdminSavedOut(version=version, saved_to=_saved_to(request))
 
 
-@router.put("/grids/{grid_id}", responses={**INVALID, 404: {"model": ErrorOut}})
+@router.put("/grids/{grid_id}", responses={**INVALID, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}})
 def put_grid(grid_id: str, grid: Grid, request: Request, actor: Actor = "admin",
              create: bool = False) -> AdminSavedOut:
     """Add a grid (``create=true``) or change one: its name, parent and map outline (GeoJSON Polygon)."""
@@ -193,7 +208,7 @@ async def _jpeg(url: str) -> Response:
         img = await asyncio.to_thread(grab, url, 8.0)
     except Exception as err:  # noqa: BLE001 - any failure is the camera's; its message says why, password masked
         raise HTTPException(502, mask_url(str(err)) or type(err).__name__) from None
-    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    _, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
     h, w = img.shape[:2]
     return Response(buf.tobytes(), media_type="image/jpeg",
                     headers={"Cache-Control": "no-store", "X-Width": str(w), "X-Height": str(h)})
