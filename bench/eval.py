@@ -211,7 +211,7 @@ def score_detections(dets: list[tuple[np.ndarray, np.ndarray]], index: np.ndarra
     return {"recall": tp / max(ngt, 1), "precision": tp / max(npred, 1), "tp": tp, "predictions": npred, "gt": ngt}
 
 
-DEFAULT_SETUPS = ("yolov10n.pt@640", "yolov10n.pt@960", "yolo11n-pose.pt@960")
+DEFAULT_SETUPS = ("yolov10n.pt@640", "yolov10n.pt@960")
 
 
 def shipped_detect_setup() -> tuple[DetectSetup, float]:

@@ -23,6 +23,8 @@ def fake_clip(n: int = 12, fps: float = 5.0, jitter: float = 30.0, seed: int = 0
     out = []
     for k in range(n):
         boxes = np.array([[100, 100, 150, 250], [140, 100, 190, 250]], np.float32) + rng.normal(0, jitter, (2, 4))
+        boxes[:, [0, 2]] = np.sort(boxes[:, [0, 2]], axis=1)
+        boxes[:, [1, 3]] = np.sort(boxes[:, [1, 3]], axis=1)
         kp = np.zeros((2, 17, 3), np.float32)
         for p in range(2):
             kp[p, :, 0] = rng.uniform(boxes[p, 0], boxes[p, 2], 17)
@@ -76,16 +78,9 @@ def test_runtime_monitor_scores_the_windows_training_saw():
         assert score == pytest.approx(trained.get(round(t, 6), 0.0))
 
 
-def test_more_violent_motion_scores_higher():
-    model = ConflictModel.load()
-    calm = window_features(fake_clip(6, jitter=2))
-    wild = window_features(fake_clip(6, jitter=40))
-    assert model.proba(wild)[0] > model.proba(calm)[0]
-
-
 def test_monitor_hysteresis_and_cooldown():
     model = ConflictModel.load()
-    rule = ConflictRule(enabled=True, min_score=0.5, clear_score=0.3, clear_s=1.0, cooldown_s=10.0)
+    rule = ConflictRule(enabled=True, min_score=0.5, clear_score=0.3, clear_s=0.5, cooldown_s=10.0)
     m = ConflictMonitor("c", "z", rule, model, pose=None)
     m._score = lambda: scores.pop(0)  # drive the rule with known scores (the classifier is tested above)
     scores = [0.9, 0.9, 0.4, 0.4, 0.4, 0.1, 0.1, 0.1, 0.1, 0.9, 0.9]
@@ -95,7 +90,7 @@ def test_monitor_hysteresis_and_cooldown():
         phases.append(inc.phase if inc else None)
     hold = model.hold_windows
     assert phases[hold - 1] == "start" and phases.count("start") == 1  # the second burst is inside the cooldown
-    assert "end" in phases and phases.index("end") >= 6  # 0.4 is between clear and min: no end there
+    assert phases.index("end") == 8  # 0.4 is between clear and min: no end; below 0.3 from 1.0 s, ends 0.5 s later
 
 
 @pytest.mark.slow
