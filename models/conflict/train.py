@@ -31,7 +31,7 @@ from vision.conflict.model import ConflictModel, export_sklearn  # noqa: E402
 from vision.conflict.observe import Observation, pack_observations, unpack_observations  # noqa: E402
 
 SAMPLE_FPS = 5.0
-WINDOW_S = 1.0
+WINDOW_S = 1.5
 BLOCK = 10  # clip numbers per CV group: fi031 and nofi038 share block 3
 CACHE = ROOT / "var" / "cache" / "conflict"
 OBSERVER_VERSION = "obs-v3"  # bump when observe.py changes what it measures
@@ -213,6 +213,7 @@ def cross_validate(clips: list[Clip], X, owner, ends, kind: str, folds: int = 5,
     hit = when[(y_clip == 1) & fired]
     out["alert_s_median"] = float(np.median(hit)) if len(hit) else None
     out["alert_s_max"] = float(np.max(hit)) if len(hit) else None
+    out["alert_within_2s"] = float((hit <= 2.0).mean()) if len(hit) else None
     out["folds"], out["groups"] = folds, int(len(set(groups)))
     return out
 

@@ -28,6 +28,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "body_speed_max", "body_speed_mean", "shape_rate_max", "shape_rate_mean",
     "limb_speed_max", "limb_speed_mean", "reach_min", "reach_mean", "arms_up", "tilt_max", "tilt_change",
     "pose_coverage", "moving_area_mean", "moving_area_max", "moving_speed_mean", "moving_speed_max",
+    "moving_speed_std", "moving_speed_change", "moving_area_std", "moving_area_change", "scene_flow_change",
+    "flow_top_std", "flow_top_change", "chaos_all_mean",
 )
 
 
@@ -98,6 +100,26 @@ def _tilt(kp: np.ndarray) -> float | None:
 def _agg(values: list[float], how, empty: float) -> float:
     v = [x for x in values if x is not None and np.isfinite(x)]
     return float(how(v)) if v else empty
+
+
+def _series_stats(ts: np.ndarray, values: list[float]) -> tuple[float, float]:
+    """Spread over the window, and mean change per second: fights surge and stop, walks and crowds flow evenly."""
+    v = np.nan_to_num(np.asarray(values, np.float64))
+    if len(v) < 2:
+        return 0.0, 0.0
+    dt = np.maximum(np.diff(ts), 1e-3)
+    return float(v.std()), float(np.mean(np.abs(np.diff(v)) / dt))
+
+
+def _variability(window: Sequence[Observation]) -> list[float]:
+    ts = np.array([o.ts for o in window])
+    top = [float(np.nanmax(o.flow_mag)) if np.isfinite(o.flow_mag).any() else 0.0 for o in window]
+    chaos = [float(np.nanmean(o.flow_chaos)) for o in window if np.isfinite(o.flow_chaos).any()]
+    ms_std, ms_chg = _series_stats(ts, [o.moving_speed for o in window])
+    ma_std, ma_chg = _series_stats(ts, [o.moving_area for o in window])
+    _, sc_chg = _series_stats(ts, [o.scene_flow for o in window])
+    top_std, top_chg = _series_stats(ts, top)
+    return [ms_std, ms_chg, ma_std, ma_chg, sc_chg, top_std, top_chg, float(np.mean(chaos)) if chaos else 0.0]
 
 
 def window_features(window: Sequence[Observation]) -> np.ndarray:
@@ -178,5 +200,6 @@ def window_features(window: Sequence[Observation]) -> np.ndarray:
         _agg(covered, np.mean, 0.0),
         _agg([o.moving_area for o in window], np.mean, 0.0), _agg([o.moving_area for o in window], max, 0.0),
         _agg([o.moving_speed for o in window], np.mean, 0.0), _agg([o.moving_speed for o in window], max, 0.0),
+        *_variability(window),
     ]
     return np.asarray(out, np.float64)
