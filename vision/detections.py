@@ -45,7 +45,7 @@ class Detections:
         return self.xyxy[:, 3] - self.xyxy[:, 1]
 
 
-IncidentKind = Literal["crowding", "conflict"]
+IncidentKind = Literal["crowding", "conflict", "loitering", "gathering"]
 
 
 @dataclass(frozen=True, slots=True)
