@@ -250,7 +250,8 @@ def test_flapping_camera_backs_off_and_comes_back(cam_clip, rtsp_ok):
                 assert reader.health.state == "online"
             assert rate() >= 4.25
             states = [h["state"] for h in reader.snapshot_health()["history"]]
-            assert states.count("online") >= 3 and "offline" in states
+            # (the history keeps the last 20 changes; the drops' retries fill it, so earlier onlines may be gone)
+            assert states[-1] == "online" and states.count("online") >= 2 and "offline" in states
         finally:
             reader.stop()
 
