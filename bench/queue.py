@@ -41,13 +41,12 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 import redis  # noqa: E402
-import uvicorn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from alerts import Alert, CaseStore, EmbeddedValkey, EvidenceStore, incident_id_for  # noqa: E402
 from api import create_app  # noqa: E402
+from api.server import serving  # noqa: E402
 from gridwatch.config import parse_config  # noqa: E402
-from streams.rtsp import free_port  # noqa: E402
 
 CAMERAS = 492
 WORST_BURST_PER_S = CAMERAS
@@ -160,43 +159,43 @@ def bench_transitions(url: str, cases: int, tmp: Path) -> dict:
     client = redis.Redis.from_url(url, max_connections=64)
     store = CaseStore(client, prefix="bench-api")
     app = create_app(cfg, store, url, EvidenceStore(tmp / "evidence"))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
+    # an operator account, as a console would log in (the API answers 401 otherwise)
+    from gridwatch.accounts import Account, hash_password
+
+    book = app.state.accounts
+    operator = Account(name="bench-op", role="operator", grids=[], password_hash=hash_password("bench-password"))
+    book.add(operator)
+    auth = {"Authorization": f"Bearer {book.issue(operator)}"}
     steps = [("acknowledge", {}), ("dispatch", {"worker": "w1"}), ("arrive", {}),
              ("resolve", {"verdict": "confirmed"}), ("close", {})]
     out = {}
     try:
-        for threads in (1, 4):
-            ids = [store.ingest(a, 0)[1]["id"] for a in make_alerts(cases, time.time()) if a.phase == "start"]
-            http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
-                                limits=httpx.Limits(max_connections=threads + 2))
-            lat, wall = run_timed(list(range(len(ids) * 5)), lambda i: http.get("/api/health"), threads,
-                                  f"baseline GET x{threads}")
-            base = summary(lat, wall, len(ids) * 5)
+        with serving(app) as base_url:
+            for threads in (1, 4):
+                ids = [store.ingest(a, 0)[1]["id"] for a in make_alerts(cases, time.time()) if a.phase == "start"]
+                http = httpx.Client(base_url=base_url, timeout=30, headers=auth,
+                                    limits=httpx.Limits(max_connections=threads + 2))
+                lat, wall = run_timed(list(range(len(ids) * 5)), lambda i: http.get("/api/health"), threads,
+                                      f"baseline GET x{threads}")
+                base = summary(lat, wall, len(ids) * 5)
 
-            def lifecycle(cid):
-                for action, body in steps:
-                    r = http.post(f"/api/cases/{cid}/{action}", json={"actor": "bench", **body})
-                    if r.status_code != 200:
-                        raise RuntimeError(f"{action}: {r.status_code} {r.text}")
+                def lifecycle(cid):
+                    for action, body in steps:
+                        r = http.post(f"/api/cases/{cid}/{action}", json={"actor": "bench-op", **body})
+                        if r.status_code != 200:
+                            raise RuntimeError(f"{action}: {r.status_code} {r.text}")
 
-            lat, wall = run_timed(ids, lifecycle, threads, f"transitions x{threads}")
-            per_case = summary(lat, wall, len(ids))
-            http.close()
-            n = len(ids) * len(steps)
-            out[f"clients_{threads}"] = {
-                "transitions_per_s": round(n / wall, 1),
-                "p50_ms_per_transition": round(per_case["p50_ms"] / len(steps), 3),
-                "p99_ms_per_case_of_5": per_case["p99_ms"], "transitions": n,
-                "baseline_health_get": base,
-                "ratio_per_s_vs_health_get": round((n / wall) / base["per_s"], 3)}
+                lat, wall = run_timed(ids, lifecycle, threads, f"transitions x{threads}")
+                per_case = summary(lat, wall, len(ids))
+                http.close()
+                n = len(ids) * len(steps)
+                out[f"clients_{threads}"] = {
+                    "transitions_per_s": round(n / wall, 1),
+                    "p50_ms_per_transition": round(per_case["p50_ms"] / len(steps), 3),
+                    "p99_ms_per_case_of_5": per_case["p99_ms"], "transitions": n,
+                    "baseline_health_get": base,
+                    "ratio_per_s_vs_health_get": round((n / wall) / base["per_s"], 3)}
     finally:
-        server.should_exit = True
-        thread.join(10)
         for key in client.scan_iter("bench-api:*", count=1000):
             client.unlink(key)
         client.close()

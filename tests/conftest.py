@@ -143,35 +143,24 @@ def browser_cookies(app, base_url: str, name: str = "op", **kw) -> list[dict]:
 @pytest.fixture
 def api(store, redis_url, tmp_path):
     """The API on a real uvicorn server on a free loopback port, over a real Redis; an httpx client to it."""
-    import threading
-    import time
-
     import httpx
-    import uvicorn
 
     from alerts import EvidenceStore
     from api import create_app
+    from api.server import serving
     from gridwatch.config import parse_config
-    from streams.rtsp import free_port
 
     evidence = EvidenceStore(tmp_path / "evidence")
     app = create_app(parse_config(API_CONFIG), store, redis_url, evidence)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    for name in TEST_ACCOUNTS:
-        authorize(app, name)
-    # the client is the operator "op"; api.headers_for("w1") / api.cookies_for("w1") act as someone else
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, headers=authorize(app, "op")) as client:
-        client.store, client.evidence, client.app = store, evidence, app
-        client.headers_for = lambda name="op", **kw: authorize(app, name, **kw)
-        client.cookies_for = lambda name="op", **kw: browser_cookies(app, client.base_url, name, **kw)
-        yield client
-    server.should_exit = True
-    thread.join(10)
+    with serving(app) as base_url:
+        for name in TEST_ACCOUNTS:
+            authorize(app, name)
+        # the client is the operator "op"; api.headers_for("w1") / api.cookies_for("w1") act as someone else
+        with httpx.Client(base_url=base_url, timeout=10, headers=authorize(app, "op")) as client:
+            client.store, client.evidence, client.app = store, evidence, app
+            client.headers_for = lambda name="op", **kw: authorize(app, name, **kw)
+            client.cookies_for = lambda name="op", **kw: browser_cookies(app, client.base_url, name, **kw)
+            yield client
 
 
 @pytest.fixture
@@ -191,3 +180,40 @@ def make_case(api):
         return case
 
     return make
+
+
+SHOTS = ROOT / "var" / "test-screenshots"  # kept from each run: what the pages looked like
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--autoplay-policy=no-user-gesture-required"]
+
+
+@pytest.fixture
+def browser_page():
+    """Pages in Debian's Chromium, headless, driven by Playwright (no browser download).
+
+    ``browser_page(viewport=..., cookies=..., timeout_ms=..., **context_options)`` opens one.
+    """
+    import shutil
+
+    need(shutil.which(CHROMIUM) is not None, "Debian's chromium is not installed (scripts/setup.sh --test)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+        def open_page(viewport=None, cookies=(), timeout_ms: int = 10000, **context_options):
+            ctx = browser.new_context(viewport=viewport or {"width": 1366, "height": 900}, **context_options)
+            if cookies:
+                ctx.add_cookies(list(cookies))
+            page = ctx.new_page()
+            page.set_default_timeout(timeout_ms)
+            return page
+
+        yield open_page
+        browser.close()
+
+
+def shot(page, name: str, full_page: bool = False) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)

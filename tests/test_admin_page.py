@@ -1,40 +1,21 @@
 """The admin page (/admin) in Chromium: add a camera on the real RTSP server, test it, draw a zone over its
 picture, set its rules, see errors next to their fields, save, and see the live count while editing.
 """
-import shutil
 import time
-from pathlib import Path
 
 import pytest
-from conftest import need
+from conftest import shot
 
 from gridwatch.configsync import ConfigChannel
 from gridwatch.telemetry import Telemetry
 from streams import RtspServer
 
-SHOTS = Path(__file__).resolve().parents[1] / "var" / "test-screenshots"
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture
-def admin_page(api):
-    need(shutil.which(CHROMIUM) is not None, "Debian's chromium is not installed (scripts/setup.sh --test)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-        ctx.add_cookies(api.cookies_for("admin"))
-        pg = ctx.new_page()
-        pg.set_default_timeout(15000)
-        yield pg
-        browser.close()
-
-
-def shot(page, name):
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+def admin_page(api, browser_page):
+    return browser_page(viewport={"width": 1400, "height": 1000}, cookies=api.cookies_for("admin"),
+                        timeout_ms=15000)
 
 
 def click_at(page, fx, fy, **kw):
@@ -79,7 +60,7 @@ def test_admin_adds_a_camera_draws_a_zone_and_the_pipeline_gets_it(api, admin_pa
         assert "clear_below" in page.locator('[data-error-for="zones.0.crowding"]').inner_text()
         assert "HH:MM-HH:MM" in page.locator('[data-error-for="zones.0.active_hours"]').inner_text()
         assert page.locator('[data-path="lat"]').evaluate("e => e.classList.contains('invalid')")
-        shot(page, "admin-errors")
+        shot(page, "admin-errors", full_page=True)
         assert [c["id"] for c in api.get("/api/cameras").json()] == ["cam-1"]
 
         # fix them; one more corner, a stray point removed, a corner dragged
@@ -128,4 +109,4 @@ def test_admin_adds_a_camera_draws_a_zone_and_the_pipeline_gets_it(api, admin_pa
     page.mouse.up()
     tel.put_overlay("cam-walk", {"ts": time.time(), "boxes": boxes, "zones": {"path": 2}})
     page.wait_for_selector('[data-role="live-count"][data-count="1"]')
-    shot(page, "admin-zone-editor")
+    shot(page, "admin-zone-editor", full_page=True)

@@ -9,7 +9,7 @@ import time
 import pytest
 import yaml
 
-from conftest import TEST_PASSWORD, need
+from conftest import shot, TEST_PASSWORD
 
 PUBLIC = {("get", "/api/health"), ("post", "/api/auth/login")}
 USERS = {"op": "operator", "w1": "grid_worker", "w-g1": "grid_worker", "admin": "admin"}  # w1: g-2, w-g1: g-1
@@ -196,31 +196,21 @@ def test_accounts_file_cli_and_first_admin(tmp_path, monkeypatch):
     assert load_secret(tmp_path / "data" / "session.key") == load_secret(tmp_path / "data" / "session.key")
 
 
-def test_browser_logs_in_and_lands_on_the_operator_page(api, make_case):
-    import shutil
-
-    need(shutil.which("/usr/bin/chromium") is not None, "Debian's chromium is not installed (scripts/setup.sh --test)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    from test_operator_page import ARGS, shot
-
+def test_browser_logs_in_and_lands_on_the_operator_page(api, make_case, browser_page):
     case = make_case()
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-        page = browser.new_page(viewport={"width": 1200, "height": 800})
-        page.set_default_timeout(10000)
-        page.goto(f"{api.base_url}/")
-        page.wait_for_selector("#login")
-        assert "/login?next=%2F" in page.url
-        page.fill("#username", "op")
-        page.fill("#password", "wrong password")
-        page.click("button[type=submit]")
-        page.wait_for_function("document.getElementById('error').textContent.includes('wrong')")
-        page.fill("#password", TEST_PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_selector(f'[data-case-id="{case["id"]}"]')
-        assert page.url.rstrip("/") == str(api.base_url).rstrip("/")
-        shot(page, "login-then-operator")
-        browser.close()
+    page = browser_page(viewport={"width": 1200, "height": 800})
+    page.goto(f"{api.base_url}/")
+    page.wait_for_selector("#login")
+    assert "/login?next=%2F" in page.url
+    page.fill("#username", "op")
+    page.fill("#password", "wrong password")
+    page.click("button[type=submit]")
+    page.wait_for_function("document.getElementById('error').textContent.includes('wrong')")
+    page.fill("#password", TEST_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector(f'[data-case-id="{case["id"]}"]')
+    assert page.url.rstrip("/") == str(api.base_url).rstrip("/")
+    shot(page, "login-then-operator")
 
 
 def test_admin_changes_are_audited(api):

@@ -1,34 +1,19 @@
 """Operator console additions in Chromium: camera wall with health and live links, the map of grids and cameras
 coloured by open alerts (pushed), and keyboard triage on the selected card.
 """
-import shutil
 import time
-from pathlib import Path
 
 import pytest
-from conftest import need
+from conftest import SHOTS
 
 from gridwatch.telemetry import Telemetry
 
-SHOTS = Path(__file__).resolve().parents[1] / "var" / "test-screenshots"
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 RING = [[121.39, 31.19], [121.41, 31.19], [121.41, 31.21], [121.39, 31.21], [121.39, 31.19]]
 
 
 @pytest.fixture
-def console(api):
-    need(shutil.which(CHROMIUM) is not None, "Debian's chromium is not installed (scripts/setup.sh --test)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        ctx = browser.new_context(viewport={"width": 1366, "height": 900})
-        ctx.add_cookies(api.cookies_for("op"))
-        pg = ctx.new_page()
-        pg.set_default_timeout(10000)
-        yield pg
-        browser.close()
+def console(api, browser_page):
+    return browser_page(cookies=api.cookies_for("op"))
 
 
 def test_wall_map_and_keyboard_triage(api, make_case, console):

@@ -1,24 +1,17 @@
 """Live view in a real browser: a camera on the real RTSP server -> aiortc -> headless Chromium."""
-import shutil
-import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from alerts import EvidenceStore
 from api import create_app
-from conftest import authorize, browser_cookies, need
+from api.server import serving
+from conftest import authorize, browser_cookies, shot
 from gridwatch.config import parse_config
 from gridwatch.telemetry import Telemetry
 from streams import RtspServer
-from streams.rtsp import free_port
 
-SHOTS = Path(__file__).resolve().parents[1] / "var" / "test-screenshots"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"]
 
 
 @pytest.fixture
@@ -31,16 +24,8 @@ def live_api(vtest, rtsp_ok, store, redis_url, tmp_path):
                          "zones": [{"id": "path", "polygon": [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]}]}],
         })
         app = create_app(cfg, store, redis_url, EvidenceStore(tmp_path / "ev"))
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.02)
-        base = f"http://127.0.0.1:{port}"
-        yield base, store, authorize(app), browser_cookies(app, base)
-        server.should_exit = True
-        thread.join(10)
+        with serving(app) as base:
+            yield base, store, authorize(app), browser_cookies(app, base)
 
 
 def test_offer_gets_h264_passed_through(live_api):
@@ -70,33 +55,26 @@ def test_offer_gets_h264_passed_through(live_api):
                       headers=live_api[2]).status_code == 404
 
 
-def test_chromium_plays_the_camera_with_boxes_over_it(live_api):
-    need(shutil.which("chromium") is not None, "Debian's chromium is not installed (scripts/setup.sh --test)")
-    sync_api = pytest.importorskip("playwright.sync_api")
+def test_chromium_plays_the_camera_with_boxes_over_it(live_api, browser_page):
     base, store, _, cookies = live_api
     telemetry = Telemetry(store.r, store.p)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-        page = browser.new_page(viewport={"width": 1000, "height": 720})
-        page.context.add_cookies(cookies)  # logged in as an operator
-        page.goto(f"{base}/live/cam-walk")
-        # the pipeline's last analysis of this camera: one person in the zone
-        telemetry.put_overlay("cam-walk", {"ts": time.time() + 30, "boxes": [[0.40, 0.45, 0.48, 0.80]],
-                                           "zones": {"path": 1}})
-        page.wait_for_selector('#status[data-state="playing"]', timeout=20000)
-        first_ms = page.evaluate("window.firstFrameMs")
-        size = page.evaluate("[document.getElementById('video').videoWidth, document.getElementById('video').videoHeight]")
-        assert size == [768, 576]
-        page.wait_for_function("document.getElementById('counts').textContent.includes('path: 1 people')")
-        # the box is drawn where the overlay says: green pixels on the canvas at its left edge
-        green = page.evaluate("""() => {
-            const c = document.getElementById('overlay'), g = c.getContext('2d');
-            const d = g.getImageData(Math.round(0.40 * c.width), Math.round(0.6 * c.height), 1, 1).data;
-            return d[1] > 150 && d[0] < 120;
-        }""")
-        assert green
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        page.wait_for_timeout(1500)
-        page.screenshot(path=str(SHOTS / "live-view.png"))
-        browser.close()
+    page = browser_page(viewport={"width": 1000, "height": 720}, cookies=cookies)  # logged in as an operator
+    page.goto(f"{base}/live/cam-walk")
+    # the pipeline's last analysis of this camera: one person in the zone
+    telemetry.put_overlay("cam-walk", {"ts": time.time() + 30, "boxes": [[0.40, 0.45, 0.48, 0.80]],
+                                       "zones": {"path": 1}})
+    page.wait_for_selector('#status[data-state="playing"]', timeout=20000)
+    first_ms = page.evaluate("window.firstFrameMs")
+    size = page.evaluate("[document.getElementById('video').videoWidth, document.getElementById('video').videoHeight]")
+    assert size == [768, 576]
+    page.wait_for_function("document.getElementById('counts').textContent.includes('path: 1 people')")
+    # the box is drawn where the overlay says: green pixels on the canvas at its left edge
+    green = page.evaluate("""() => {
+        const c = document.getElementById('overlay'), g = c.getContext('2d');
+        const d = g.getImageData(Math.round(0.40 * c.width), Math.round(0.6 * c.height), 1, 1).data;
+        return d[1] > 150 && d[0] < 120;
+    }""")
+    assert green
+    page.wait_for_timeout(1500)
+    shot(page, "live-view")
     assert first_ms < 10000  # from page load; bench/api.py measures it (target 2 s)

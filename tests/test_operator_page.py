@@ -2,36 +2,17 @@
 
 Screenshots of each run are kept in var/test-screenshots/.
 """
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import need
+from conftest import shot
 
-SHOTS = Path(__file__).resolve().parents[1] / "var" / "test-screenshots"
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture
-def page(api):
-    need(shutil.which(CHROMIUM) is not None, "Debian's chromium is not installed (scripts/setup.sh --test)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        pg = browser.new_page(viewport={"width": 1366, "height": 900})
-        pg.context.add_cookies(api.cookies_for("op"))  # logged in as the operator
-        pg.set_default_timeout(10000)
-        yield pg
-        browser.close()
-
-
-def shot(page, name):
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"))
+def page(api, browser_page):
+    return browser_page(cookies=api.cookies_for("op"))  # logged in as the operator
 
 
 def test_operator_sees_pushed_alerts_and_triages_them(api, make_case, page):

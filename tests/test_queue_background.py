@@ -7,14 +7,13 @@ import time
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 from alerts import Alert, EvidenceStore
 from alerts.background import QueueBackground
 from api import create_app
+from api.server import serving
 from conftest import API_CONFIG, authorize
 from gridwatch.config import AlertsConfig, ConfigError, parse_config
-from streams.rtsp import free_port
 
 
 def alert(kind="crowding", zone="z1", grid="g-2") -> Alert:
@@ -28,18 +27,10 @@ def fast_api(store, redis_url, tmp_path):
         "limits": {"new_s": 0.4, "acknowledged_s": 0.4, "repeat": 2, "check_every_s": 0.05},
         "delivery": {"claim_timeout_s": 0.2, "max_deliveries": 1}}})
     app = create_app(cfg, store, redis_url, EvidenceStore(tmp_path / "evidence"))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, headers=authorize(app)) as client:
+    with serving(app) as base_url, httpx.Client(base_url=base_url, timeout=10, headers=authorize(app)) as client:
         client.store, client.app = app.state.store, app  # the store under the config's policy (set by the lifespan)
         assert client.store.policy.limits.new_s == 0.4
         yield client
-    server.should_exit = True
-    thread.join(10)
     assert not app.state.queue_background._threads[0].is_alive()  # stopped with the server
 
 

@@ -1,10 +1,8 @@
 """Statistics from real cases through the real API, and the stats page's charts in Chromium."""
-import shutil
 import time
 
-import pytest
 
-from conftest import need
+from conftest import shot
 
 
 def _walk(api, case_id, verdict, waits):
@@ -40,25 +38,16 @@ def test_stats_counts_rates_and_times(api, make_case):
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "query.days"
 
 
-def test_stats_page_draws_the_charts(api, make_case):
-    need(shutil.which("/usr/bin/chromium") is not None, "Debian's chromium is not installed (scripts/setup.sh --test)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    from test_operator_page import ARGS, shot
-
+def test_stats_page_draws_the_charts(api, make_case, browser_page):
     a = make_case(zone="z1")
     make_case(zone="z2", kind="conflict", count=2)
     _walk(api, a["id"], "confirmed", [0, 0, 0, 0, 0])
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-        page = browser.new_page(viewport={"width": 1300, "height": 900})
-        page.context.add_cookies(api.cookies_for("op"))
-        page.set_default_timeout(10000)
-        page.goto(f"{api.base_url}/stats")
-        page.wait_for_selector("body[data-loaded='1']")
-        assert page.text_content("#total") == "2"
-        assert page.get_attribute("#confirm", "data-rate") == "1"
-        bars = page.eval_on_selector_all("#by_kind rect", "rs => rs.map(r => [r.dataset.key, +r.dataset.n])")
-        assert sorted(bars) == [["conflict", 1], ["crowding", 1]]
-        assert page.eval_on_selector_all("#times rect", "rs => rs.length") == 6
-        shot(page, "stats")
-        browser.close()
+    page = browser_page(viewport={"width": 1300, "height": 900}, cookies=api.cookies_for("op"))
+    page.goto(f"{api.base_url}/stats")
+    page.wait_for_selector("body[data-loaded='1']")
+    assert page.text_content("#total") == "2"
+    assert page.get_attribute("#confirm", "data-rate") == "1"
+    bars = page.eval_on_selector_all("#by_kind rect", "rs => rs.map(r => [r.dataset.key, +r.dataset.n])")
+    assert sorted(bars) == [["conflict", 1], ["crowding", 1]]
+    assert page.eval_on_selector_all("#times rect", "rs => rs.length") == 6
+    shot(page, "stats")

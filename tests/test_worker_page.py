@@ -2,38 +2,20 @@
 
 Real uvicorn, real Redis, real Chromium (Debian's, headless, via Playwright). Screenshots in var/test-screenshots/.
 """
-import shutil
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import need
+from conftest import shot
 
-SHOTS = Path(__file__).resolve().parents[1] / "var" / "test-screenshots"
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture
-def phone(api):
-    need(shutil.which(CHROMIUM) is not None, "Debian's chromium is not installed (scripts/setup.sh --test)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        ctx = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
-        ctx.add_cookies(api.cookies_for("w1"))  # logged in as grid worker w1 (grid g-2), as the login page does
-        pg = ctx.new_page()
-        pg.set_default_timeout(10000)
-        yield pg
-        browser.close()
-
-
-def shot(page, name):
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+def phone(api, browser_page):
+    # logged in as grid worker w1 (grid g-2), as the login page does
+    return browser_page(viewport=PHONE, cookies=api.cookies_for("w1"), device_scale_factor=2, is_mobile=True,
+                        has_touch=True)
 
 
 def no_sideways_scroll(page):
@@ -61,7 +43,7 @@ def test_worker_takes_accepts_arrives_and_resolves_with_note_and_photo(api, make
     assert "31.200000,121.400000" in offered.locator('[data-role="location"]').inner_text()
     assert offered.locator('[data-role="map"]').get_attribute("href").startswith("geo:31.200000,121.400000")
     assert no_sideways_scroll(page)
-    shot(page, "worker-offered")
+    shot(page, "worker-offered", full_page=True)
     assert api.store.pending("g-2")[0]["worker"] == "w1"  # taken, not yet accepted
 
     offered.locator('[data-action="accept"]').click()
@@ -93,7 +75,7 @@ def test_worker_takes_accepts_arrives_and_resolves_with_note_and_photo(api, make
     _, jpeg = cv2.imencode(".jpg", img)
     card.locator('[data-role="photo"]').set_input_files(
         {"name": "gate.jpg", "mimeType": "image/jpeg", "buffer": jpeg.tobytes()})
-    shot(page, "worker-resolving")
+    shot(page, "worker-resolving", full_page=True)
     card.locator('[data-action="resolve"]').click()
     page.wait_for_selector(f'#mine [data-case-id="{case["id"]}"]', state="detached")
     assert "resolved" in page.locator('[data-role="notice"]').inner_text()
@@ -117,7 +99,7 @@ def test_case_sent_by_an_operator_appears_and_a_bad_photo_is_refused(api, make_c
     assert "sent to you" in page.locator('[data-role="notice"]').inner_text()
     assert "fight" in card.inner_text().lower()
     assert no_sideways_scroll(page)
-    shot(page, "worker-dispatched")
+    shot(page, "worker-dispatched", full_page=True)
 
     # a file that claims to be a JPEG but is not: the server's refusal is shown next to the photo field
     card.locator('input[type=radio][value="false_alarm"]').check()
