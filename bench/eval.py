@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 
+from vision.detections import iou_matrix  # noqa: E402  (one IoU for the harness and the detector)
+
 CACHE = ROOT / "var" / "cache" / "eval"
 RESULTS = ROOT / "bench" / "results"
 IMG = ROOT / "docs" / "img"
@@ -169,18 +171,6 @@ def load_boxes_gt(path: Path) -> dict[int, np.ndarray]:
         for row in csv.DictReader(f):
             out.setdefault(int(row["frame"]), []).append([float(row[k]) for k in ("x1", "y1", "x2", "y2")])
     return {k: np.asarray(v, np.float32) for k, v in out.items()}
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda r: (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
 
 
 def match_counts(pred: np.ndarray, conf: np.ndarray, gt: np.ndarray, thr: float = 0.5) -> tuple[int, int, int]:

@@ -27,11 +27,17 @@ def _logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def cmd_config_check(args) -> int:
+def _config_or_report(path):
+    """The validated config, or None after printing the file, each field path and what is wrong."""
     try:
-        cfg = load_config(args.path)
+        return load_config(path)
     except ConfigError as err:
         print(err, file=sys.stderr)
+        return None
+
+
+def cmd_config_check(args) -> int:
+    if (cfg := _config_or_report(args.path)) is None:
         return 1
     zones = sum(len(c.zones) for c in cfg.cameras)
     print(f"{args.path}: OK ({len(cfg.grids)} grids, {len(cfg.cameras)} cameras, {zones} zones)")
@@ -71,10 +77,7 @@ def _serve(cfg, host: str, port: int, duration: float | None, banner: str, confi
 
 
 def cmd_run(args) -> int:
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as err:
-        print(err, file=sys.stderr)
+    if (cfg := _config_or_report(args.config)) is None:
         return 1
     _logging(args.verbose)
     return _serve(cfg, args.host, args.port, args.duration, f"gridwatch: {len(cfg.cameras)} cameras", args.config)
@@ -117,10 +120,7 @@ def cmd_serve(args) -> int:
     from api import create_app
     from gridwatch.service import redis_url_for
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as err:
-        print(err, file=sys.stderr)
+    if (cfg := _config_or_report(args.config)) is None:
         return 1
     _logging(args.verbose)
     first = _first_admin(cfg)

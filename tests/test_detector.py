@@ -6,6 +6,7 @@ import pytest
 from gridwatch.config import DetectorConfig
 from models import resolve_weights
 from vision import PersonDetector
+from vision.detections import iou_matrix
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +36,6 @@ def test_one_batch_equals_one_frame_at_a_time(detector, vtest):
         assert set(b.class_id.tolist()) == {0}  # persons only
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda r: (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
-
-
 def test_finds_pets_pedestrians(detector, shared_data):
     """PETS S2L1 (ground truth boxes): recall at IoU 0.5 on every 20th frame."""
     import csv
@@ -60,6 +51,6 @@ def test_finds_pets_pedestrians(detector, shared_data):
         truth = np.asarray(gt.get(k * 20, []), np.float32).reshape(-1, 4)
         total += len(truth)
         if len(truth) and len(dets):
-            hits += int((iou(truth, dets.xyxy).max(axis=1) >= 0.5).sum())
+            hits += int((iou_matrix(truth, dets.xyxy).max(axis=1) >= 0.5).sum())
     assert total > 100
     assert hits / total >= 0.85, f"recall {hits / total:.2f}"

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..detections import Detections
+from ..detections import Detections, iou_matrix
 
 N_KP = 17  # COCO keypoints
 CLOSE_H = 1.5  # two people are "close" when their centres are within this many mean body heights
@@ -74,16 +74,6 @@ def crop_window(xyxy: np.ndarray, frame_wh: tuple[int, int], pad: float = 0.25) 
     pw, ph = (x2 - x1) * pad, (y2 - y1) * pad
     w, h = frame_wh
     return (int(max(0, x1 - pw)), int(max(0, y1 - ph)), int(min(w, x2 + pw)), int(min(h, y2 + ph)))
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda r: (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
 
 
 class CropPose:
@@ -207,7 +197,7 @@ def _assign(dets: np.ndarray, poses: np.ndarray) -> list[tuple[int, int]]:
 
     if len(dets) == 0 or len(poses) == 0:
         return []
-    iou = _iou(dets, poses)
+    iou = iou_matrix(dets, poses)
     return [(a, b) for a, b in zip(*linear_sum_assignment(-iou)) if iou[a, b] >= 0.3]
 
 
@@ -264,7 +254,7 @@ class Observer:
             keep: list[int] = []
             for e in extra:
                 others = np.concatenate([xyxy, boxes[keep]]) if keep else xyxy
-                if len(others) == 0 or _iou(boxes[[e]], others).max() < 0.3:
+                if len(others) == 0 or iou_matrix(boxes[[e]], others).max() < 0.3:
                     keep.append(int(e))
             if keep:
                 xyxy = np.concatenate([xyxy, boxes[keep]])
