@@ -92,7 +92,9 @@ def demo_config(urls: dict[str, str], data_dir: Path) -> GridwatchConfig:
             "lat": 31.2304, "lon": 121.4737, "fps": 3,
             "zones": [{"id": "walkway", "name": "Walkway", "polygon": [[0.0, 0.25], [1.0, 0.25], [1.0, 1.0], [0.0, 1.0]],
                        "crowding": {"threshold": 4, "hold_s": 3, "clear_s": 5},
-                       "conflict": {"enabled": True}}],
+                       # no conflict rule: the footage has no fight, and the v1 classifier raised a false
+                       # one on these pedestrians (recorded for the conflict work, which is still open)
+                       }],
         })
     if "street" in urls:
         cameras.append({
