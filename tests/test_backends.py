@@ -11,14 +11,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from test_detector import frames
 
 from gridwatch.config import DetectorConfig
 from models import export_model, export_path, resolve_weights
 from vision.backends import available_backends
 from vision.detections import Detections
+from vision.detections import iou_matrix as iou
 from vision.detector import PersonDetector
-
-from test_detector import frames, iou
 
 EXPORTS = Path(__file__).resolve().parents[1] / "var" / "cache" / "exports"
 BACKENDS = available_backends("cpu")

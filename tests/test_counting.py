@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vision import CountCalibration, Detections
-from vision.counting import edge_bands, in_roi, read_counts
+from vision.counting import edge_bands, read_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 
