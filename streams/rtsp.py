@@ -23,6 +23,16 @@ def rtsp_server_available() -> bool:
     return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, timeout=30).returncode == 0
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the server gets SIGKILL when its parent dies, so a killed test
+    or benchmark leaves no server holding its port. Linux sends it when the *thread* that started the
+    server ends: start servers from a thread that outlives them (the main thread, as everywhere here)."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -56,7 +66,8 @@ class RtspServer:
         cmd += [f"{k}={v}" for k, v in self.mounts.items()]
         # a clean environment: the venv's variables must not leak into the system Python
         env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+                                     preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
