@@ -14,7 +14,6 @@ sys.path[:] = [p for p in sys.path if _Path(p or ".").resolve() != _Path(__file_
 
 import argparse
 import json
-import platform
 import re
 import subprocess
 import sys
@@ -25,6 +24,9 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.machine import describe  # noqa: E402
 
 
 def main() -> int:
@@ -65,7 +67,7 @@ def main() -> int:
             stats = {"frames": int(m[1]), "fps": float(m[2]), "mean_batch": float(m[3]), "alerts": int(m[4])}
     proc.wait()
     result = {
-        "machine": f"{platform.node()} {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, no GPU",
+        "machine": describe(),
         "model": "yolov10n.pt @ 640, CPU", "cameras": 2, "analysis_fps_configured": {"cam-plaza": 3, "cam-street": 2},
         "duration_s": args.duration, "ready_s": ready, "first_alert_s": first_alert,
         "frames_analysed_per_s": stats.get("fps"), "mean_batch": stats.get("mean_batch"),

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import threading
@@ -33,6 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)  # not bench/: its queue.py would shadow the standard library's queue
+
+from bench.machine import describe  # noqa: E402
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -69,16 +70,7 @@ def footage(per_clip: int) -> tuple[list[str], dict[str, list]]:
 def machine() -> str:
     import torch
 
-    cpu = "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{os.cpu_count()} cores {platform.machine()} ({cpu}), {gpu}"
+    return describe(torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
 
 
 def peak_gflops(seconds: float = 1.5) -> dict[str, float]:

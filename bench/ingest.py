@@ -27,7 +27,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import resource
 import sys
 import threading
@@ -36,6 +35,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import describe  # noqa: E402
 
 CACHE = ROOT / "var" / "cache" / "ingest"
 
@@ -303,7 +304,7 @@ def main() -> int:
     head_clip = "360p25-gop12"
     ours, base = find("gridwatch", head_clip, 2.0), find("baseline", head_clip, 2.0)
     summary = {
-        "machine": f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}, no GPU (CPU decode)",
+        "machine": describe() + " (CPU decode)",
         "stream": f"{head_clip}: H.264 640x360 25 fps, keyframe every 12 frames, over RTSP/TCP on loopback",
         "analysis_fps": 2.0, "cameras": n, "seconds": seconds,
         "cameras_per_core": ours["cameras_per_core"], "baseline_cameras_per_core": base["cameras_per_core"],

@@ -28,7 +28,6 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirna
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -38,6 +37,8 @@ from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import describe  # noqa: E402
 
 import httpx  # noqa: E402
 import redis  # noqa: E402
@@ -50,18 +51,6 @@ from gridwatch.config import parse_config  # noqa: E402
 
 CAMERAS = 492
 WORST_BURST_PER_S = CAMERAS
-
-
-def machine() -> str:
-    cpu = "?"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.machine()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, no GPU used"
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -233,7 +222,7 @@ def main() -> int:
         "meets_target": one["per_s"] >= 2000 and one["p99_ms"] <= 20,
         "server": f"{info.get('server_name', 'redis')} {info.get('valkey_version') or info['redis_version']} "
                   "(embedded default: unix socket, appendonly yes, appendfsync everysec)",
-        "machine": machine(),
+        "machine": describe(),
         "model": "none (the queue does not run a model)",
         "quick": args.quick,
         "details": {"alerts": alerts, "transitions": transitions},
