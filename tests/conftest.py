@@ -217,3 +217,15 @@ def browser_page():
 def shot(page, name: str, full_page: bool = False) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
+
+
+def wait_for(predicate, timeout: float = 10.0, step: float = 0.05):
+    """Poll ``predicate`` until it is truthy or ``timeout`` passes; returns its last value."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(step)
+    return predicate()

@@ -12,7 +12,7 @@ from alerts import Alert, EvidenceStore
 from alerts.background import QueueBackground
 from api import create_app
 from api.server import serving
-from conftest import API_CONFIG, authorize
+from conftest import API_CONFIG, authorize, wait_for
 from gridwatch.config import AlertsConfig, ConfigError, parse_config
 
 
@@ -34,13 +34,6 @@ def fast_api(store, redis_url, tmp_path):
     assert not app.state.queue_background._threads[0].is_alive()  # stopped with the server
 
 
-def wait_for(pred, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (v := pred()):
-            return v
-        time.sleep(0.05)
-    return pred()
 
 
 def test_escalation_runs_by_itself_in_the_api_process(fast_api):

@@ -6,6 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import wait_for
+
 from alerts import AlertPublisher, EvidenceStore
 from alerts.clips import ClipRecorder, encode_mp4
 from gridwatch.config import ClipConfig, parse_config
@@ -46,13 +48,6 @@ def probe(path) -> dict:
                 "h": s.codec_context.height, "n": len(frames), "span": float(frames[-1].time - frames[0].time)}
 
 
-def wait_for(pred, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (v := pred()):
-            return v
-        time.sleep(0.05)
-    return pred()
 
 
 def test_clip_from_5s_before_to_5s_after_plays_in_browsers(vtest, tmp_path):
@@ -66,7 +61,7 @@ def test_clip_from_5s_before_to_5s_after_plays_in_browsers(vtest, tmp_path):
         assert rec.push("cam-1", ts, img)
         if i == 20:  # the alert, 6 s in
             rec.request("cam-1", ts, done.append)
-    assert wait_for(lambda: done), f"no clip: {rec.stats()}"
+    assert wait_for(lambda: done, 20), f"no clip: {rec.stats()}"
     rec.close()
     path = evidence.path(done[0])
     assert path is not None and done[0].endswith(".mp4")
@@ -125,7 +120,7 @@ def test_publisher_attaches_snapshot_then_clip_without_the_loop_waiting(vtest, s
             assert case["snapshot"] and case["clip"] is None  # the clip is not waited for
             assert case["priority"] == 2 and case["level"] == "high"  # 9 people, threshold 4: over twice
     assert case is not None
-    clip = wait_for(lambda: store.get(case["id"])["clip"])
+    clip = wait_for(lambda: store.get(case["id"])["clip"], 20)
     assert clip and evidence.path(clip) is not None and evidence.media_type(clip) == "video/mp4"
     assert probe(evidence.path(clip))["n"] == 13  # frames 4..16: 2 s before the alert's frame 10, 2 s after
     history = store.get(case["id"])["history"]

@@ -1,8 +1,8 @@
 """Admin changes reach the running pipeline without a restart (ConfigChannel -> Pipeline.reconfigure)."""
-import time
 
 import redis
 
+from conftest import wait_for
 from gridwatch.config import keep_secret, load_config, parse_config, save_config
 from gridwatch.configsync import ConfigChannel
 from gridwatch.service import Service
@@ -10,13 +10,6 @@ from gridwatch.telemetry import Telemetry
 from streams import RtspServer
 
 
-def wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def cfg_with(cameras, data_dir):
