@@ -135,6 +135,14 @@ def admin_config(request: Request) -> AdminConfigOut:
                           grids=cfg.grids, cameras=[_masked(c) for c in cfg.cameras])
 
 
+def _exists_as_asked(ids: list[str], key: str, create: bool, what: str) -> None:
+    """409 when adding what exists, 404 when changing what does not."""
+    if create and key in ids:
+        raise HTTPException(409, f"{what} {key} exists already; choose another id")
+    if not create and key not in ids:
+        raise HTTPException(404, f"no {what} {key}; to add it, send create=true")
+
+
 @router.put("/cameras/{camera_id}", responses={**INVALID, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}})
 def put_camera(camera_id: str, camera: Camera, request: Request, actor: Actor = "admin",
                create: Annotated[bool, Query(description="a new camera: 409 if camera_id exists")] = False,
@@ -146,10 +154,7 @@ def put_camera(camera_id: str, camera: Camera, request: Request, actor: Actor = 
     with _lock(request):
         cfg: GridwatchConfig = request.app.state.config
         ids = [c.id for c in cfg.cameras]
-        if create and camera_id in ids:
-            raise HTTPException(409, f"camera {camera_id} exists already; choose another id")
-        if not create and camera_id not in ids:
-            raise HTTPException(404, f"no camera {camera_id}; to add it, send create=true")
+        _exists_as_asked(ids, camera_id, create, "camera")
         old = cfg.camera(camera_id) if camera_id in ids else None
         url = keep_secret(camera.url, old.url if old else None)
         view_url = keep_secret(camera.view_url, (old.view_url or old.url) if old else None)
@@ -186,10 +191,7 @@ def put_grid(grid_id: str, grid: Grid, request: Request, actor: Actor = "admin",
     with _lock(request):
         cfg: GridwatchConfig = request.app.state.config
         ids = [g.id for g in cfg.grids]
-        if create and grid_id in ids:
-            raise HTTPException(409, f"grid {grid_id} exists already")
-        if not create and grid_id not in ids:
-            raise HTTPException(404, f"no grid {grid_id}; to add it, send create=true")
+        _exists_as_asked(ids, grid_id, create, "grid")
         if not create and grid.id != grid_id:
             raise HTTPException(422, [_problem(["body", "id"], "a grid's id cannot change here: cameras and cases refer to it")])
         grids = list(cfg.grids)
