@@ -188,6 +188,9 @@ async def events(request: Request, user: AnyUser,
     store: CaseStore = request.app.state.store
     client = aioredis.from_url(request.app.state.redis_url, socket_timeout=30)
     last = last_event_id or "$"
+    if last == "$":  # pin the position at once: "$" in a later XREAD would skip what arrives meanwhile
+        newest = await client.xrevrange(store.events_stream, count=1)
+        last = newest[0][0].decode() if newest else "0-0"
     try:
         while not await request.is_disconnected():
             try:
