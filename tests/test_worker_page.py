@@ -26,6 +26,8 @@ def test_worker_takes_accepts_arrives_and_resolves_with_note_and_photo(api, make
     page = phone
     page.goto(f"{api.base_url}/worker")
     page.wait_for_function("document.querySelector('#live').dataset.state === 'live'")
+    # the event stream and the first list load race each other; wait for both, then assert
+    page.wait_for_function("!document.querySelector('#mine').innerText.includes('loading')")
     assert page.locator("#mine").inner_text().strip() == "No open cases."
 
     # a new case in the worker's grid: announced on the page (pushed, not polled)
