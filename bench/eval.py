@@ -204,12 +204,23 @@ def score_detections(dets: list[tuple[np.ndarray, np.ndarray]], index: np.ndarra
 DEFAULT_SETUPS = ("yolov10n.pt@640", "yolov10n.pt@960")
 
 
-def shipped_detect_setup() -> tuple[DetectSetup, float]:
-    """What gridwatch ships for person detection: the config model's defaults."""
-    from gridwatch.config import DetectorConfig
+def shipped_detect_setup() -> tuple[DetectSetup, float, bool]:
+    """What gridwatch ships for person detection: the config model's defaults (detector, and a camera's check)."""
+    from gridwatch.config import Camera, DetectorConfig
 
     d = DetectorConfig()
-    return DetectSetup(d.model, d.imgsz), d.confidence
+    check = Camera.model_fields["perspective_check"].default
+    return DetectSetup(d.model, d.imgsz), d.confidence, check
+
+
+def perspective_checked(dets: list[tuple[np.ndarray, np.ndarray]], conf: float, wh: tuple[int, int]
+                        ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The boxes above ``conf`` that a camera's PerspectiveCheck lets through, frame by frame in time order."""
+    from vision.detections import Detections
+    from vision.perspective import checked_in_order
+
+    frames = (Detections(x[c >= conf], c[c >= conf], np.zeros(int((c >= conf).sum()), np.int32)) for x, c in dets)
+    return [(d.xyxy, d.confidence) for d in checked_in_order(frames, wh)]
 
 
 def cmd_detect(args) -> dict:
@@ -218,7 +229,8 @@ def cmd_detect(args) -> dict:
     if not videos or not (data / "gt.csv").exists():
         raise SystemExit(f"{data}: expected one video (.avi/.mp4) and gt.csv (frame,id,x1,y1,x2,y2)")
     video, gt = videos[0], load_boxes_gt(data / "gt.csv")
-    ship, ship_conf = shipped_detect_setup()
+    wh = next(video_frames(video))[2].shape[1::-1]
+    ship, ship_conf, ship_check = shipped_detect_setup()
     setups = [DetectSetup.parse(s) for s in (args.setups or DEFAULT_SETUPS)]
     if ship not in setups:
         setups.insert(0, ship)
@@ -228,16 +240,26 @@ def cmd_detect(args) -> dict:
         z_dets = dets_by[s.name] = detections_for_video(video, s, args.every)
         index = np.arange(0, len(z_dets) * args.every, args.every)
         for conf in sorted({ship_conf, *args.conf}):
-            rows.append({"setup": s.name, "confidence": conf, **score_detections(z_dets, index, gt, conf)})
+            rows.append({"setup": s.name, "confidence": conf, "perspective_check": False,
+                         **score_detections(z_dets, index, gt, conf)})
+            rows.append({"setup": s.name, "confidence": conf, "perspective_check": True,
+                         **score_detections(perspective_checked(z_dets, conf, wh), index, gt, 0.0)})
         log(f"{s.name}: {time.perf_counter() - t0:.1f}s")
     if args.plots:
-        curves = {s.name: [score_detections(dets_by[s.name], np.arange(0, len(dets_by[s.name]) * args.every,
-                                                                       args.every), gt, c)
-                           for c in np.arange(0.1, 0.8, 0.05)] for s in setups}
+        curves = {}
+        for s in setups:
+            z_dets = dets_by[s.name]
+            index = np.arange(0, len(z_dets) * args.every, args.every)
+            grid = np.arange(0.1, 0.8, 0.05)
+            curves[s.name] = [score_detections(z_dets, index, gt, c) for c in grid]
+            curves[f"{s.name} + perspective check"] = [
+                score_detections(perspective_checked(z_dets, c, wh), index, gt, 0.0) for c in grid]
         plot_pr(curves, IMG / f"detect_{data.name}.png")
-    main_row = next(r for r in rows if r["setup"] == ship.name and r["confidence"] == ship_conf)
+    main_row = next(r for r in rows if r["setup"] == ship.name and r["confidence"] == ship_conf
+                    and r["perspective_check"] == ship_check)
     return {"command": "detect", "data": str(data), "video": video.name, "frames_every": args.every,
-            "shipped": {"setup": ship.name, "confidence": ship_conf}, "recall": main_row["recall"],
+            "shipped": {"setup": ship.name, "confidence": ship_conf, "perspective_check": ship_check},
+            "recall": main_row["recall"],
             "precision": main_row["precision"], "iou": 0.5, "table": rows, "machine": machine()}
 
 
@@ -251,6 +273,8 @@ def plot_pr(curves: dict[str, list[dict]], path: Path) -> None:
     for name, pts in curves.items():
         ax.plot([p["recall"] for p in pts], [p["precision"] for p in pts], ".-", label=name)
     ax.axvline(0.95, color="grey", lw=0.5)
+    ax.set_xlim(0.8, 0.97)
+    ax.set_ylim(0.6, 1.0)
     ax.axhline(0.90, color="grey", lw=0.5)
     ax.set_xlabel("recall (IoU 0.5)")
     ax.set_ylabel("precision")
@@ -295,6 +319,7 @@ def cmd_count(args) -> dict:
     import cv2
 
     from vision.counting import CountCalibration, in_roi, read_counts
+    from vision.perspective import checked_in_order
     from vision.detections import Detections
 
     data = Path(args.data)
@@ -308,7 +333,12 @@ def cmd_count(args) -> dict:
     setup = DetectSetup(cal.detector["model"], int(cal.detector["imgsz"]), int(cal.detector.get("tiles", 0)))
     raw = folder_detections(data, names, setup)
     true = np.array([counts[n] for n in names])
-    dets = [in_roi(Detections(x, c, np.zeros(len(c), np.int32)), roi) for x, c in raw]
+    conf = cal.detector.get("confidence", 0.0)
+    dets = [Detections(x[c >= conf], c[c >= conf], np.zeros(int((c >= conf).sum()), np.int32)) for x, c in raw]
+    if cal.detector.get("perspective_check", False):  # as the camera runs it: frames in name order
+        first = cv2.imread(str(data / "frames" / names[0]))
+        dets = checked_in_order(dets, (first.shape[1], first.shape[0]))
+    dets = [in_roi(d, roi) for d in dets]
     est = np.array([cal.estimate_float(d, cv2.imread(str(data / "frames" / n)), roi) for d, n in zip(dets, names)])
     plain = np.array([int((d.confidence >= cal.detector.get("confidence", 0.25)).sum()) for d in dets])
     err, perr = est - true, plain - true
@@ -413,6 +443,7 @@ def cmd_zones(args) -> dict:
     """At the runtime's analysis rates, what counts people better and keeps their identity: ByteTrack's confirmed
     tracks, or the zone presence runs (``ZonePresence``) with inertia 2? Scored against gt.csv's boxes and ids."""
     from vision.detections import Detections
+    from vision.perspective import PerspectiveCheck
     from vision.tracker import ByteTracker
     from vision.zones import ZonePresence
 
@@ -423,19 +454,22 @@ def cmd_zones(args) -> dict:
         for row in csv.DictReader(f):
             gt_rows.setdefault(int(row["frame"]), []).append(
                 (int(row["id"]), [float(row[k]) for k in ("x1", "y1", "x2", "y2")]))
-    ship, conf = shipped_detect_setup()
+    ship, conf, ship_check = shipped_detect_setup()
     dets = detections_for_video(video, ship, 1)
+    wh = next(video_frames(video))[2].shape[1::-1]
     native = float(args.native_fps)
     out = {}
     for fps in args.fps:
         step = max(1, int(round(native / fps)))
         tracker, presence = ByteTracker(fps=fps), ZonePresence()
+        check = PerspectiveCheck() if ship_check else None
         err = {"detections": [], "tracks": [], "presence": []}
         fp = {"detections": 0, "tracks": 0, "presence": 0}
         ids: dict[str, dict[int, set]] = {"tracks": {}, "presence": {}}
         for i in range(0, len(dets), step):
             xy, c = dets[i]
             d = Detections(xy[c >= conf], c[c >= conf], np.zeros(int((c >= conf).sum()), np.int32))
+            d = check(d, wh) if check is not None else d
             tr = tracker.update(d)
             runs, pid = presence.update(i / native, d)
             g = gt_rows.get(i, [])

@@ -213,6 +213,9 @@ class Camera(_Strict):
     lon: float = Field(ge=-180, le=180)
     fps: float = Field(default=2.0, gt=0, le=30, description="analysis frames per second")
     enabled: bool = True
+    perspective_check: bool = Field(
+        default=True, description="learn how tall people are at each image row and drop weak boxes of an impossible "
+                                  "size (vision.perspective); turn off for PTZ cameras that zoom")
     zones: list[Zone] = Field(default_factory=list)
 
     @field_validator("url", "view_url")
@@ -524,7 +527,47 @@ def load_config(path: Path | str) -> GridwatchConfig:
         raise ConfigError(path, [(where, f"not valid YAML: {getattr(err, 'problem', err)}")]) from None
     if not isinstance(data, dict):
         raise ConfigError(path, [("(top level)", "expected a mapping with grids: and cameras:")])
-    return parse_config(data, str(path)).resolve_paths(path.resolve().parent)
+    cfg = parse_config(data, str(path)).resolve_paths(path.resolve().parent)
+    if problems := calibration_problems(cfg):
+        raise ConfigError(path, problems)
+    return cfg
+
+
+def calibration_problems(cfg: GridwatchConfig) -> list[tuple[str, str]]:
+    """Zones whose count calibration was fitted for other detections than the ones the detector will give it.
+
+    A calibration's weights are per detection of one setup (model, input size,
+    tiling, confidence, perspective check); fed another setup's detections it
+    counts wrong without any error, so a mismatch is refused at load time.
+    """
+    import json
+
+    det, out = cfg.detector, []
+    for i, cam in enumerate(cfg.cameras):
+        for j, z in enumerate(cam.zones):
+            if z.count_calibration is None:
+                continue
+            where = f"cameras[{i}].zones[{j}].count_calibration"
+            try:
+                fitted = json.loads(Path(z.count_calibration).read_text()).get("detector", {})
+            except (OSError, ValueError) as err:
+                out.append((where, f"cannot read {z.count_calibration}: {err}; fit one with python -m vision.counting fit"))
+                continue
+            want = {"model": Path(det.model).name, "imgsz": det.imgsz, "tiles": 0,
+                    "perspective_check": cam.perspective_check}
+            got = {"model": Path(str(fitted.get("model", ""))).name, "imgsz": fitted.get("imgsz"),
+                   "tiles": fitted.get("tiles", 0), "perspective_check": fitted.get("perspective_check", False)}
+            wrong = [k for k in want if want[k] != got[k]]
+            if float(fitted.get("confidence", 0.0)) < det.confidence - 1e-9:
+                wrong.append("confidence")
+            if wrong:
+                out.append((where, (
+                    f"{z.count_calibration} was fitted for other detections ({', '.join(f'{k} {fitted.get(k)}' for k in wrong)}; "
+                    f"this config gives {', '.join(f'{k} {want.get(k, det.confidence)}' for k in wrong)}); set detector "
+                    f"to match it, or refit it: python -m vision.counting fit --data FOLDER --out FILE "
+                    f"--model {det.model} --imgsz {det.imgsz} --confidence {det.confidence}"
+                    + ("" if cam.perspective_check else " --no-perspective-check"))))
+    return out
 
 
 def keep_secret(new_url: str | None, old_url: str | None) -> str | None:

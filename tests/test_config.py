@@ -93,3 +93,21 @@ def test_cli_check_exit_codes_and_no_password(tmp_path):
     assert str(tmp_path / "gw.yaml") in bad.stderr
     assert "cameras[0].url" in bad.stderr and "cameras[1].zones[0].polygon" in bad.stderr
     assert "secret" not in bad.stdout + bad.stderr and "viewer:***@" in bad.stderr
+
+
+def test_a_count_calibration_must_match_the_detector(tmp_path):
+    """The shipped Mall calibration counts yolov10n@960 boxes above 0.15; fed the default 640/0.25 it would count wrong."""
+    mall = Path(__file__).resolve().parents[1] / "models" / "counting" / "mall.json"
+    data = example()
+    data["cameras"][0]["zones"][0]["count_calibration"] = str(mall)
+    found = problems(tmp_path, data)
+    msg = found["cameras[0].zones[0].count_calibration"]
+    assert "imgsz 960" in msg and "confidence 0.15" in msg and "--imgsz 640 --confidence 0.25" in msg
+    data["detector"] = {"imgsz": 960, "confidence": 0.15}
+    cfg = load_config(write(tmp_path, data))
+    assert cfg.cameras[0].zones[0].count_calibration == mall
+    data["cameras"][0]["perspective_check"] = False  # fitted with the check on: the counts would differ
+    assert "perspective_check" in problems(tmp_path, data)["cameras[0].zones[0].count_calibration"]
+    data["cameras"][0]["perspective_check"] = True
+    data["cameras"][0]["zones"][0]["count_calibration"] = str(tmp_path / "missing.json")
+    assert "cannot read" in problems(tmp_path, data)["cameras[0].zones[0].count_calibration"]

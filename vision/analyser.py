@@ -13,6 +13,7 @@ from .conflict.monitor import ConflictMonitor, shared_pose
 from .conflict.observe import CropPose
 from .counting import CountCalibration
 from .detections import Detections, Frame, Incident, ZoneState
+from .perspective import PerspectiveCheck
 from .rules import CrowdingMonitor, GatheringMonitor, LoiteringMonitor
 from .tracker import ByteTracker
 from .zones import ActiveHours, PolygonZone, ZonePresence
@@ -93,12 +94,15 @@ class CameraAnalyser:
 
     def __init__(self, camera: Camera, conflict_model: ConflictModel | None = None, pose: CropPose | None = None):
         self.camera_id = camera.id
+        self.perspective = PerspectiveCheck() if camera.perspective_check else None
         self.tracker = ByteTracker(fps=camera.fps)
         if pose is None and any(z.conflict.enabled for z in camera.zones):
             pose = shared_pose()
         self.zones = [ZoneAnalyser(camera.id, z, conflict_model, pose) for z in camera.zones]
 
     def analyse(self, frame: Frame, detections: Detections) -> Analysis:
+        if self.perspective is not None:
+            detections = self.perspective(detections, frame.wh)
         tracks = self.tracker.update(detections)
         states, incidents = [], []
         for zone in self.zones:

@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     from models import resolve_weights
 
     from .detector import PersonDetector
+    from .perspective import checked_in_order
     from .tiling import TileGrid, TiledDetector
 
     ap = argparse.ArgumentParser(prog="python -m vision.counting", description="fit a camera's count calibration")
@@ -162,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--tiles", type=int, default=0)
     f.add_argument("--confidence", type=float, default=0.15)
     f.add_argument("--bands", type=int, default=4)
+    f.add_argument("--no-perspective-check", action="store_true",
+                   help="fit for a camera with perspective_check: false (frames are taken in name order)")
     args = ap.parse_args(argv)
     counts = read_counts(args.data / "counts.csv")
     roi_path = args.data / "roi_mask.png"
@@ -169,9 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     det = PersonDetector(resolve_weights(args.model), DetectorConfig(imgsz=args.imgsz, confidence=args.confidence))
     detector = TiledDetector(det, TileGrid(args.tiles, args.tiles)) if args.tiles else det
     names = sorted(counts)
-    dets = [in_roi(d, roi) for d in detect_folder(args.data, names, detector)]
+    dets = detect_folder(args.data, names, detector)
+    first = cv2.imread(str(args.data / "frames" / names[0]))
+    if not args.no_perspective_check:
+        dets = checked_in_order(dets, (first.shape[1], first.shape[0]))
+    dets = [in_roi(d, roi) for d in dets]
     images = (cv2.imread(str(args.data / "frames" / n)) for n in names)
-    setup = {"model": args.model, "imgsz": args.imgsz, "tiles": args.tiles, "confidence": args.confidence}
+    setup = {"model": args.model, "imgsz": args.imgsz, "tiles": args.tiles, "confidence": args.confidence,
+             "perspective_check": not args.no_perspective_check}
     cal = CountCalibration.fit(zip(dets, images), [counts[n] for n in names], roi, setup, args.bands,
                                {"fitted_on": f"{args.data.name}: {len(names)} frames"})
     cal.save(args.out)
