@@ -62,7 +62,10 @@ class ZoneAnalyser:
         keep &= detections.height >= z.min_box_height * wh[1]
         return detections[keep]
 
-    def step(self, frame: Frame, detections: Detections, tracks: Detections) -> tuple[ZoneState, list[Incident]]:
+    def step(self, frame: Frame, detections: Detections, tracks: Detections,
+             unchecked: Detections | None = None) -> tuple[ZoneState, list[Incident]]:
+        """``unchecked``: the detections before the camera's perspective check, for the conflict rule (its model
+        was trained on them, and a person falling or bent double is exactly a box of an unusual size)."""
         people = self.candidates(detections, frame.wh)
         runs, ids = self.presence.update(frame.ts, people)
         settled = runs >= self.cfg.inertia
@@ -76,9 +79,10 @@ class ZoneAnalyser:
         if not self.active_hours(frame.ts):
             return state, [i for m in monitors if (i := m.stop(frame.ts, count)) is not None]
         out: list[Incident] = []
+        fighters = people if unchecked is None or self.conflict is None else self.candidates(unchecked, frame.wh)
         for monitor, observation in ((self.crowding, (count,)), (self.gathering, (count,)),
                                      (self.loitering, (ids[settled].tolist(),)),
-                                     (self.conflict, (frame.image, people, self.pixel_mask(frame.wh)))):
+                                     (self.conflict, (frame.image, fighters, self.pixel_mask(frame.wh)))):
             if monitor is not None and (inc := monitor.update(frame.ts, *observation)) is not None:
                 out.append(inc)
         return state, out
@@ -101,12 +105,13 @@ class CameraAnalyser:
         self.zones = [ZoneAnalyser(camera.id, z, conflict_model, pose) for z in camera.zones]
 
     def analyse(self, frame: Frame, detections: Detections) -> Analysis:
+        unchecked = detections
         if self.perspective is not None:
             detections = self.perspective(detections, frame.wh)
         tracks = self.tracker.update(detections)
         states, incidents = [], []
         for zone in self.zones:
-            state, found = zone.step(frame, detections, tracks)
+            state, found = zone.step(frame, detections, tracks, unchecked)
             states.append(state)
             incidents += found
         return Analysis(frame, detections, tracks, tuple(states), tuple(incidents))
