@@ -405,19 +405,14 @@ def cmd_fight(args) -> dict:
         result = {"command": "fight", "mode": f"cross-validation, {out['folds']} folds grouped by blocks of "
                   f"{T.BLOCK} clip numbers", "kind": args.kind, **out}
     else:
-        from gridwatch.config import ConflictRule
         from vision.conflict.model import ConflictModel
-        from vision.conflict.monitor import ConflictMonitor
 
         model = ConflictModel.load(args.model)
         fired, when = np.zeros(len(clips), bool), np.full(len(clips), np.nan)
         for i, o in enumerate(tqdm(obs, desc="conflict monitor", unit="clip", file=sys.stderr)):
-            mon = ConflictMonitor("eval", "clip", ConflictRule(enabled=True), model, pose=None)
-            for ob in o:
-                inc = mon.push(ob)
-                if inc is not None and inc.phase == "start":
-                    fired[i], when[i] = True, ob.ts - o[0].ts
-                    break
+            starts = alert_starts(model, o)
+            if starts:
+                fired[i], when[i] = True, starts[0]
         out = T.scores(y, fired)
         if args.plots:
             fight_examples(T, clips, obs, fired, when, y, IMG / f"fight_{Path(args.data).name}_examples.jpg")
@@ -426,6 +421,8 @@ def cmd_fight(args) -> dict:
                   **out, "alert_s_median": float(np.median(hit)) if len(hit) else None,
                   "alert_s_max": float(np.max(hit)) if len(hit) else None,
                   "alert_within_2s": float((hit <= 2.0).mean()) if len(hit) else None}
+    if args.calm:
+        result["calm"] = calm_alerts(T, args.calm, args.model)
     if args.cost:
         result["cost"] = conflict_cost(T, clips[:: max(1, len(clips) // args.cost)][: args.cost], args.plaza)
     result.update({"clips": len(clips), "data": str(args.data), "sample_fps": T.SAMPLE_FPS, "machine": machine()})
@@ -528,6 +525,31 @@ def fight_examples(T, clips, obs, fired, when, y, path: Path, per_kind: int = 2)
         cv2.imwrite(str(path), np.vstack(rows), [cv2.IMWRITE_JPEG_QUALITY, 80])
 
 
+def alert_starts(model, obs: list) -> list[float]:
+    """Seconds into the footage at which the shipped monitor (default rule: hold, clear, cooldown) starts incidents."""
+    from gridwatch.config import ConflictRule
+    from vision.conflict.monitor import ConflictMonitor
+
+    mon = ConflictMonitor("eval", "zone", ConflictRule(enabled=True), model, pose=None)
+    return [ob.ts - obs[0].ts for ob in obs if (inc := mon.push(ob)) is not None and inc.phase == "start"]
+
+
+def calm_alerts(T, videos: list[Path], model_path: Path) -> dict:
+    """False alarms on ordinary footage with no fight in it: what an operator would be sent per hour."""
+    from vision.conflict.model import ConflictModel
+
+    model = ConflictModel.load(model_path)
+    clips = [T.Clip(Path(v), 0, 0) for v in videos]
+    per = []
+    for clip, obs in zip(clips, T.observations(clips)):
+        starts = alert_starts(model, obs) if obs else []
+        per.append({"video": clip.path.name, "seconds": obs[-1].ts - obs[0].ts if obs else 0.0,
+                    "alerts": len(starts), "at_s": [round(t, 1) for t in starts]})
+    hours = sum(p["seconds"] for p in per) / 3600
+    return {"videos": per, "alerts": sum(p["alerts"] for p in per),
+            "alerts_per_hour": sum(p["alerts"] for p in per) / max(hours, 1e-9)}
+
+
 def conflict_cost(T, clips, plaza: Path | None) -> dict:
     """Model time of pose (the conflict monitor's extra) over model time of detection, uncached, same process."""
     def warm(observer):
@@ -567,13 +589,15 @@ def main(argv: list[str] | None = None) -> int:
     f = sub.add_parser("fight", help="conflict detection on fight/*.mp4 + noFight/*.mp4 (fight-dev layout)")
     f.add_argument("--data", required=True)
     f.add_argument("--cv", action="store_true", help="train and score with grouped cross-validation instead")
-    f.add_argument("--model", type=Path, default=ROOT / "models" / "conflict" / "conflict-v1.json")
+    f.add_argument("--model", type=Path, default=ROOT / "models" / "conflict" / "conflict-v2.json")
     f.add_argument("--kind", choices=["logistic", "trees"], default="trees", help="--cv: classifier")
     f.add_argument("--threshold", type=float, default=0.5, help="--cv: probability threshold")
     f.add_argument("--hold", type=int, default=1, help="--cv: windows in a row")
     f.add_argument("--plots", action="store_true", help="write docs/img/fight_<folder>_examples.jpg")
     f.add_argument("--cost", type=int, default=0, help="also time pose vs detection on this many clips, uncached")
     f.add_argument("--plaza", type=Path, default=None, help="--cost: an ordinary busy scene to time too")
+    f.add_argument("--calm", type=Path, nargs="*", default=[],
+                   help="videos with no fight in them: count the alerts the shipped model raises (false alarms)")
     z = sub.add_parser("zones", help="inertia: zone presence runs vs ByteTrack tracks at low analysis rates")
     z.add_argument("--data", required=True)
     z.add_argument("--fps", nargs="*", type=float, default=[1, 2, 5])

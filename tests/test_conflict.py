@@ -101,10 +101,50 @@ def test_eval_fight_runs_the_shipped_detector_on_clips(shared_data, tmp_path):
         (tmp_path / sub).mkdir()
         for n in names:
             (tmp_path / sub / n).symlink_to(src / sub / n)
+    calm = [str(tmp_path / "noFight" / n) for n in ("nofi007.mp4", "nofi008.mp4")]
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "eval.py"), "fight", "--data", str(tmp_path),
-                          "--results", str(tmp_path / "results")], capture_output=True, text=True, timeout=900)
+                          "--results", str(tmp_path / "results"), "--calm", *calm],
+                         capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "conflict monitor" in out.stderr  # the progress bar
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["clips"] == 4 and {"accuracy", "precision", "recall", "f1"} <= set(r)
     assert r["tp"] + r["fn"] == 2 and r["fp"] + r["tn"] == 2
+    # the calm-footage count runs the same monitor: on the no-fight clips it finds exactly their false alarms
+    assert [v["video"] for v in r["calm"]["videos"]] == ["nofi007.mp4", "nofi008.mp4"]
+    assert r["calm"]["alerts"] == r["fp"]
+
+
+def test_scene_motion_tells_one_way_walking_from_a_scuffle():
+    """flow_stats on made flow fields: a crowd walking one way vs limbs going every way, a steady pace vs a burst."""
+    from vision.conflict.observe import MOTION_STATS, FlowField, flow_stats
+
+    h, w = 90, 160
+    rng = np.random.default_rng(0)
+
+    def field(flow):
+        return FlowField(flow.astype(np.float32), np.linalg.norm(flow, axis=2) / h / 0.2, 1.0, 0.2)
+
+    walk = np.zeros((h, w, 2))
+    walk[..., 0] = 8.0  # everyone to the right, 8 px per frame: 0.44 frame heights per second, "moving"
+    ang = rng.uniform(0, 2 * np.pi, (h, w))
+    scuffle = np.stack([np.cos(ang), np.sin(ang)], axis=2) * 8.0
+    s_walk, s_fight = flow_stats(field(walk), None), flow_stats(field(scuffle), None)
+    name = {n: k for k, n in enumerate(MOTION_STATS)}
+    assert s_walk[name["hof_0"]] > 0.99 and s_walk[name["hof_entropy"]] < 0.01
+    assert s_fight[name["hof_0"]] < 0.2 and s_fight[name["hof_entropy"]] > 0.95 * np.log(8)
+    assert np.isnan(s_walk[name["dspeed_mean"]])  # no previous frame yet
+    steady = flow_stats(field(walk), field(walk).speed)
+    burst = walk.copy()
+    burst[30:60, 60:100] *= 4  # one region suddenly moves four times as fast
+    sudden = flow_stats(field(burst), field(walk).speed)
+    assert steady[name["dspeed_mean"]] == 0 and sudden[name["dspeed_mean"]] > 0.1
+    assert sudden[name["dspeed_burst"]] > 0.05 and sudden[name["top5_share"]] > steady[name["top5_share"]]
+    # only the zone counts: a mask on the still half of a half-moving frame sees no motion
+    half = walk.copy()
+    half[:, : w // 2] = 0
+    mask = np.zeros((h, w), np.uint8)
+    mask[:, : w // 2] = 1
+    assert flow_stats(field(half), None, mask)[name["speed_p99"]] == 0
+    assert flow_stats(field(half), None)[name["speed_p99"]] > 0.4
+    assert np.isnan(flow_stats(None, None)).all()

@@ -14,8 +14,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .observe import CLOSE_H, Observation, close_pairs
+from .observe import CLOSE_H, MOTION_STATS, Observation, close_pairs
 
+MOTION_PEAKS = ("speed_p90", "speed_p99", "top5_share", "dspeed_mean", "dspeed_p90", "dspeed_burst")
 LIMBS = [7, 8, 9, 10, 13, 14, 15, 16]  # elbows, wrists, knees, ankles
 WRISTS, SHOULDERS, HIPS = [9, 10], [5, 6], [11, 12]
 KP_MIN_CONF = 0.3
@@ -30,6 +31,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "pose_coverage", "moving_area_mean", "moving_area_max", "moving_speed_mean", "moving_speed_max",
     "moving_speed_std", "moving_speed_change", "moving_area_std", "moving_area_change", "scene_flow_change",
     "flow_top_std", "flow_top_change", "chaos_all_mean",
+    *(f"{m}_mean" for m in MOTION_STATS), *(f"{m}_max" for m in MOTION_PEAKS),
 )
 
 
@@ -201,5 +203,17 @@ def window_features(window: Sequence[Observation]) -> np.ndarray:
         _agg([o.moving_area for o in window], np.mean, 0.0), _agg([o.moving_area for o in window], max, 0.0),
         _agg([o.moving_speed for o in window], np.mean, 0.0), _agg([o.moving_speed for o in window], max, 0.0),
         *_variability(window),
+        *_scene_motion(window),
     ]
     return np.asarray(out, np.float64)
+
+
+def _scene_motion(window: Sequence[Observation]) -> list[float]:
+    """The whole zone's motion statistics (``observe.flow_stats``) over the window: mean of each, peak of some."""
+    m = np.array([o.motion for o in window], np.float64).reshape(len(window), len(MOTION_STATS))
+    finite = np.isfinite(m)
+    seen = finite.any(axis=0)
+    mean = np.where(finite, m, 0.0).sum(axis=0) / np.maximum(finite.sum(axis=0), 1)
+    peaks = [MOTION_STATS.index(p) for p in MOTION_PEAKS]
+    top = [float(np.nanmax(m[:, k])) if seen[k] else 0.0 for k in peaks]
+    return [*mean.tolist(), *top]
