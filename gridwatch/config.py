@@ -387,6 +387,10 @@ class AuthConfig(_Strict):
     cookie_secure: bool = Field(default=False, description="send the session cookie over HTTPS only (set it behind TLS)")
     metrics_public: bool = Field(default=False, description="serve /metrics without credentials (a Prometheus "
                                  "on a trusted network); otherwise an operator's or admin's token is needed")
+    login_failures: int = Field(default=5, ge=1, le=1000, description="wrong passwords for one user from one address "
+                                "before that pair must wait (20x this from one address for any user)")
+    login_window_s: float = Field(default=300.0, ge=1, le=86400,
+                                  description="failures count for this long; the wait ends when it has passed")
 
 
 class Settings(_Strict):

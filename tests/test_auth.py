@@ -229,3 +229,24 @@ def test_admin_changes_are_audited(api):
     key = api.app.state.admin_audit.key
     api.store.r.rpush(key, '{"actor": "mallory", "prev": "forged"}')
     assert api.get("/api/audit", headers=api.headers_for("admin")).json()["first_bad"] == 1
+
+
+def test_wrong_passwords_make_that_user_wait_from_that_address(api):
+    """Five wrong passwords for one user from one address: 429 with Retry-After, even with the right password;
+    other users are not locked out; the count lives in Redis (every API process sees it) and expires."""
+    def login(user, password):
+        return api.post("/api/auth/login", json={"username": user, "password": password}, headers={"Authorization": ""})
+
+    assert login("admin", TEST_PASSWORD).status_code == 200  # a success clears nothing it should not
+    for _ in range(api.app.state.config.auth.login_failures):
+        assert login("admin", "guess").status_code == 401
+    r = login("admin", TEST_PASSWORD)
+    assert r.status_code == 429 and 1 <= int(r.headers["Retry-After"]) <= 300
+    assert "too many wrong passwords" in r.json()["detail"]
+    assert login("w1", TEST_PASSWORD).status_code == 200  # someone else from the same address still gets in
+    keys = [k.decode() for k in api.store.r.scan_iter(f"{api.store.p}:login:fail:*")]
+    assert any(k.endswith(":admin") for k in keys)
+    assert all(0 < api.store.r.pttl(k) <= 300_000 for k in keys)
+    for k in keys:  # the window passes
+        api.store.r.delete(k)
+    assert login("admin", TEST_PASSWORD).status_code == 200

@@ -17,12 +17,61 @@ router = APIRouter()
 Accounts = Annotated[AccountBook, Depends(get_accounts)]
 
 
-@router.post("/api/auth/login", tags=["auth"], responses={401: {"model": ErrorOut}})
-async def login(body: LoginIn, request: Request, response: Response, accounts: Accounts) -> TokenOut:
-    """Check the password (argon2); answer a bearer token and set the same token as the session cookie."""
+class LoginThrottle:
+    """Wrong passwords counted in Redis (shared by every API process) per user and address, and per address.
+
+    Per user *and* address so that someone guessing an operator's password from
+    one machine cannot lock the operator out everywhere; per address too, with a
+    higher limit, against one machine trying many user names.
+    """
+
+    def __init__(self, r, prefix: str, failures: int, window_s: float):
+        self.r, self.prefix, self.failures, self.window_s = r, prefix, failures, window_s
+
+    def _keys(self, user: str, ip: str) -> tuple[tuple[str, int], ...]:
+        base = f"{self.prefix}:login:fail:{ip}"
+        return ((f"{base}:{user.lower()}", self.failures), (base, 20 * self.failures))
+
+    def wait_s(self, user: str, ip: str) -> float:
+        """Seconds until this user may try again from this address; 0 when they may now."""
+        for key, limit in self._keys(user, ip):
+            if int(self.r.get(key) or 0) >= limit:
+                return max(float(self.r.pttl(key)) / 1000.0, 1.0)
+        return 0.0
+
+    def failed(self, user: str, ip: str) -> None:
+        pipe = self.r.pipeline()
+        for key, _ in self._keys(user, ip):
+            pipe.incr(key)
+            pipe.pexpire(key, int(self.window_s * 1000), nx=True)  # a fixed window from the first failure
+        pipe.execute()
+
+    def succeeded(self, user: str, ip: str) -> None:
+        self.r.delete(self._keys(user, ip)[0][0])
+
+
+def get_throttle(request: Request) -> LoginThrottle:
+    a = request.app.state.config.auth
+    store = request.app.state.store
+    return LoginThrottle(store.r, store.p, a.login_failures, a.login_window_s)
+
+
+@router.post("/api/auth/login", tags=["auth"], responses={401: {"model": ErrorOut}, 429: {"model": ErrorOut}})
+async def login(body: LoginIn, request: Request, response: Response, accounts: Accounts,
+                throttle: Annotated[LoginThrottle, Depends(get_throttle)]) -> TokenOut:
+    """Check the password (argon2); answer a bearer token and set the same token as the session cookie.
+
+    Too many wrong passwords for one user from one address: 429 with Retry-After, without checking the password.
+    """
+    ip = request.client.host if request.client else "?"
+    if wait := throttle.wait_s(body.username, ip):
+        raise HTTPException(429, f"too many wrong passwords for {body.username!r} from this address; try again in "
+                                 f"{int(wait) + 1} s", headers={"Retry-After": str(int(wait) + 1)})
     acc = await asyncio.to_thread(accounts.verify, body.username, body.password)  # argon2 is slow on purpose
     if acc is None:
+        throttle.failed(body.username, ip)
         raise HTTPException(401, "wrong user name or password")
+    throttle.succeeded(body.username, ip)
     token = accounts.issue(acc)
     cfg = request.app.state.config
     response.set_cookie(COOKIE, token, max_age=int(accounts.ttl_s), httponly=True, samesite="lax",
