@@ -33,7 +33,14 @@ class Telemetry:
 
     def put_overlay(self, camera_id: str, overlay: dict) -> None:
         """What the live view draws over the video: the last analysed frame's people, normalised."""
-        self.r.set(f"{self.p}:overlay:{camera_id}", json.dumps(overlay), ex=5)
+        self.put_overlays({camera_id: overlay})
+
+    def put_overlays(self, overlays: dict[str, dict]) -> None:
+        """Several cameras' overlays in one round trip (the pipeline writes the fleet's a few times a second)."""
+        pipe = self.r.pipeline(transaction=False)
+        for camera_id, overlay in overlays.items():
+            pipe.set(f"{self.p}:overlay:{camera_id}", json.dumps(overlay), ex=5)
+        pipe.execute()
 
     def overlay(self, camera_id: str) -> dict | None:
         raw = self.r.get(f"{self.p}:overlay:{camera_id}")
