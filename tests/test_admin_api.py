@@ -2,6 +2,8 @@
 
 Real uvicorn, real Redis, the real RTSP server with real footage for the camera test button.
 """
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -79,6 +81,12 @@ def test_invalid_changes_name_each_field_and_change_nothing(api):
     # a new user with the masked password: there is no password to keep
     got = fields(api.put("/api/admin/cameras/cam-1", json={**cam, "url": "rtsp://other:***@192.0.2.1/s"}, headers=admin))
     assert "password" in got["body.url"]
+    # a count calibration fitted for 960-px detections, on this config's 640-px detector: refused, with the fix
+    mall = str(Path(__file__).resolve().parents[1] / "models" / "counting" / "mall.json")
+    counted = {**cam, "zones": [{**cam["zones"][0], "count_calibration": mall}]}
+    got = fields(api.put("/api/admin/cameras/cam-1", json=counted, headers=admin))
+    assert "imgsz 960" in got["body.zones.0.count_calibration"]
+    assert "python -m vision.counting fit" in got["body.zones.0.count_calibration"]
     assert channel(api).version() == before
     assert api.app.state.config.camera("cam-1").grid == "g-2"
 

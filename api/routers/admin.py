@@ -22,6 +22,7 @@ from gridwatch.config import (
     Camera,
     Grid,
     GridwatchConfig,
+    calibration_problems,
     keep_secret,
     mask_url,
     save_config,
@@ -75,7 +76,30 @@ def _problem(loc: list, msg: str) -> dict:
     return {"loc": loc, "msg": msg, "type": "value_error"}
 
 
-_REF = re.compile(r"^(?P<list>[a-z_]+)\[(?P<i>\d+)\](?P<path>(\.[a-z_]+)*): (?P<msg>.*)$")
+_REF = re.compile(r"^(?P<list>[a-z_]+)\[(?P<i>\d+)\](?P<path>(\.[a-z_]+(\[\d+\])?)*): (?P<msg>.*)$")
+
+
+def _path(dotted: str) -> list:
+    """``.zones[0].count_calibration`` -> ["zones", 0, "count_calibration"] (a field path as FastAPI writes it)."""
+    out: list = []
+    for part in (p for p in dotted.split(".") if p):
+        name, _, i = part.partition("[")
+        out += [name, int(i.rstrip("]"))] if i else [name]
+    return out
+
+
+def _ref_problems(lines: list[str], section: str, index: int, loc: list = ()) -> list[dict]:
+    """Whole-config messages that name their field ("cameras[3].grid: ...") as body field paths of the item sent."""
+    out = []
+    for line in lines:
+        m = _REF.match(line)
+        if m and m["list"] == section and int(m["i"]) == index:
+            out.append(_problem(["body", *_path(m["path"])], mask_url(m["msg"])))
+        elif m:
+            out.append(_problem(["body"], mask_url(line)))
+        else:
+            out.append(_problem(["body", *loc], mask_url(line)))
+    return out
 
 
 def _config_problems(err: ValidationError, section: str, index: int) -> list[dict]:
@@ -86,14 +110,7 @@ def _config_problems(err: ValidationError, section: str, index: int) -> list[dic
         if loc[:2] == [section, index]:
             out.append(_problem(["body", *loc[2:]], mask_url(msg)))
             continue
-        for line in msg.splitlines():  # cross-reference checks name their field: "cameras[3].grid: ..."
-            m = _REF.match(line)
-            if m and m["list"] == section and int(m["i"]) == index:
-                out.append(_problem(["body", *[p for p in m["path"].split(".") if p]], mask_url(m["msg"])))
-            elif m:
-                out.append(_problem(["body"], mask_url(line)))
-            else:
-                out.append(_problem(["body", *loc], mask_url(line)))
+        out += _ref_problems(msg.splitlines(), section, index, loc)  # cross-reference checks name their field
     return out or [_problem(["body"], mask_url(str(err)))]
 
 
@@ -103,6 +120,9 @@ def _commit(request: Request, data: dict, section: str, index: int, actor: str) 
         cfg = GridwatchConfig.model_validate(data)
     except ValidationError as err:
         raise HTTPException(422, _config_problems(err, section, index)) from None
+    mine = [f"{where}: {msg}" for where, msg in calibration_problems(cfg) if where.startswith(f"{section}[{index}].")]
+    if mine:  # a count calibration fitted for other detections than this config's detector gives
+        raise HTTPException(422, _ref_problems(mine, section, index))
     path = getattr(request.app.state, "config_path", None)
     if path:
         try:
