@@ -134,6 +134,10 @@ class Alert:
 _ALERT_FIELDS = tuple(f.name for f in fields(Alert))
 
 
+def _sent_by(actor: str, by: str | None) -> dict:
+    return {"by": by} if by and by != actor else {}
+
+
 def _hist_entry(raw: bytes) -> dict:
     return json.loads(raw)
 
@@ -216,7 +220,9 @@ class CaseStore:
 
     # --- people act -----------------------------------------------------------------
     def transition(self, cid: str, action: str, actor: str, *, worker: str | None = None,
-                   verdict: str | None = None, note: str | None = None) -> dict:
+                   verdict: str | None = None, note: str | None = None, by: str | None = None) -> dict:
+        """``actor``: who the action is recorded for; ``by``: the account that sent it, kept in the (hash-chained)
+        history when it is someone else (an operator entering what a worker radioed in)."""
         if action not in TRANSITIONS:
             raise ValueError(f"unknown action {action!r}; one of {sorted(TRANSITIONS)}")
         if not actor:
@@ -243,7 +249,7 @@ class CaseStore:
                 after["verdict"] = verdict
                 after["resolved_by"] = actor
             entry = {"ts": now, "actor": actor, "action": action, "state": target, "note": note, "worker": worker,
-                     "verdict": verdict if action == "resolve" else None}
+                     "verdict": verdict if action == "resolve" else None, **_sent_by(actor, by)}
             if action == "reassign":
                 entry["note"] = f"from {case.get('worker')}" + (f": {note}" if note else "")
             limit = self.limit_s(target)
@@ -276,7 +282,8 @@ class CaseStore:
             pins = [[n.decode(), until] for n in self.r.smembers(self.k("case", after["id"], "evidence"))]
         return extras, counters, pins
 
-    def add_note(self, cid: str, actor: str, note: str | None = None, photo: str | None = None) -> dict:
+    def add_note(self, cid: str, actor: str, note: str | None = None, photo: str | None = None,
+                 by: str | None = None) -> dict:
         """A worker's note and/or photo (an evidence file name) on the case's timeline."""
         if not actor:
             raise ValueError("actor is required: who writes the note")
@@ -291,7 +298,7 @@ class CaseStore:
             if photo:
                 after["photos"] = [*(case.get("photos") or []), photo]
             entry = {"ts": now, "actor": actor, "action": "photo" if photo else "note", "state": case["state"],
-                     "note": note, "photo": photo}
+                     "note": note, "photo": photo, **_sent_by(actor, by)}
             out = self._commit(case, after, entry, "case.updated", pins=[[photo, "+inf"]] if photo else [],
                                police=note or "photo")
             if out is not None:

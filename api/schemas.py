@@ -19,6 +19,8 @@ class HistoryEntry(BaseModel):
 
     ts: float
     actor: str
+    by: str | None = Field(default=None, description="the logged-in account that recorded it, when that is not "
+                                                      "the actor (an operator entering what a worker radioed in)")
     action: str
     state: str
     note: str | None = None

@@ -39,6 +39,8 @@ def test_transitions_and_409_on_illegal(api, make_case):
     done = api.post(f"/api/cases/{cid}/close", json={"actor": "op"}).json()
     assert done["state"] == "closed"
     assert [h["actor"] for h in done["history"]] == ["gridwatch", "op", "op", "w1", "w1", "op"]
+    # the operator entered w1's arrival and verdict (a radio call): the history keeps who really sent them
+    assert [h["by"] for h in done["history"]] == [None, None, None, "op", "op", None]
     assert api.post(f"/api/cases/{cid}/verify", json={"actor": "op"}).status_code == 422  # the old action is gone
     audit = api.get(f"/api/cases/{cid}/audit").json()
     assert audit == {"case_id": cid, "intact": True, "first_bad": None, "entries": 6}

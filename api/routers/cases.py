@@ -97,7 +97,7 @@ def add_note(case_id: str, body: NoteIn, store: Store, user: AnyUser) -> CaseDet
     """A note from the worker (or an operator) on the case's timeline."""
     worker_may(user, "note", check_case(user, _case_or_404(store, case_id)), body.actor)
     try:
-        store.add_note(case_id, body.actor, body.note)
+        store.add_note(case_id, body.actor, body.note, by=user.name)
     except CaseNotFound:
         raise HTTPException(404, f"no case {case_id}") from None
     except IllegalTransition:
@@ -122,7 +122,7 @@ async def add_photo(case_id: str, request: Request, actor: Annotated[str, Query(
     except ValueError as err:
         raise HTTPException(415, str(err)) from None
     try:
-        await asyncio.to_thread(store.add_note, case_id, actor, note, name)
+        await asyncio.to_thread(store.add_note, case_id, actor, note, name, user.name)
     except CaseNotFound:
         raise HTTPException(404, f"no case {case_id}") from None
     except IllegalTransition:
@@ -142,7 +142,8 @@ def act_on_case(case_id: str, action: Action, body: TransitionIn, store: Store, 
     """
     worker_may(user, action, check_case(user, _case_or_404(store, case_id)), body.actor)
     try:
-        store.transition(case_id, action, body.actor, worker=body.worker, verdict=body.verdict, note=body.note)
+        store.transition(case_id, action, body.actor, worker=body.worker, verdict=body.verdict, note=body.note,
+                         by=user.name)
         return CaseDetail.of(store.get(case_id))
     except CaseNotFound:
         raise HTTPException(404, f"no case {case_id}") from None
