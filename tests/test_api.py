@@ -109,7 +109,7 @@ def test_feedback_report_per_zone(api, make_case):
 
 
 def test_new_alerts_are_pushed_as_server_sent_events(api, make_case):
-    got = []
+    got, ready = [], threading.Event()
 
     def listen():
         with api.stream("GET", "/api/events", timeout=15) as r:
@@ -117,6 +117,8 @@ def test_new_alerts_are_pushed_as_server_sent_events(api, make_case):
             for line in r.iter_lines():
                 if line.startswith("event:"):
                     event = line.split(":", 1)[1].strip()
+                elif line.startswith("data:") and event == "stream.ready":
+                    ready.set()  # the stream's start is pinned: everything from now on is pushed
                 elif line.startswith("data:") and event:
                     got.append((event, json.loads(line.split(":", 1)[1])))
                     if len(got) == 2:
@@ -124,7 +126,7 @@ def test_new_alerts_are_pushed_as_server_sent_events(api, make_case):
 
     t = threading.Thread(target=listen, daemon=True)
     t.start()
-    time.sleep(0.8)  # let the listener subscribe
+    assert ready.wait(10)
     t0 = time.time()
     case = make_case()
     api.post(f"/api/cases/{case['id']}/acknowledge", json={"actor": "op"})

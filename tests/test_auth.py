@@ -125,18 +125,23 @@ def test_grid_worker_sees_only_their_grids(api, make_case):
     import json
     import threading
 
-    got = []
+    got, ready = [], threading.Event()
 
     def listen():
         with api.stream("GET", "/api/events", headers=wg1, timeout=10) as r:
+            event = None
             for line in r.iter_lines():
-                if line.startswith("data:"):
+                if line.startswith("event:"):
+                    event = line.split(":", 1)[1].strip()
+                    if event == "stream.ready":
+                        ready.set()
+                elif line.startswith("data:") and event != "stream.ready":
                     got.append(json.loads(line[5:])["grid_id"])
                     return
 
     t = threading.Thread(target=listen, daemon=True)
     t.start()
-    time.sleep(0.5)
+    assert ready.wait(10)
     make_case()  # g-2: not for w-g1
     api.store.create_case(__import__("alerts").Alert("conflict", "cam-x", "Other", "g-1", "z8", time.time(), 2, 0.8,
                                                      "fight", None, 31.0, 121.0), 60)

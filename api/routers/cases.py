@@ -185,13 +185,18 @@ def evidence(name: str, store: Evidence):
 @router.get("/events", tags=["cases"], response_class=EventSourceResponse)
 async def events(request: Request, user: AnyUser,
                  last_event_id: Annotated[str | None, Header()] = None) -> AsyncIterable[ServerSentEvent]:
-    """Pushes ``case.created``, ``case.updated``, ``case.escalated`` and ``case.deadletter``; resumes after ``Last-Event-ID``."""
+    """Pushes ``case.created``, ``case.updated``, ``case.escalated`` and ``case.deadletter``; resumes after ``Last-Event-ID``.
+
+    The first event is ``stream.ready``, sent once the stream's start is pinned: everything that happens after it
+    is pushed, so a page that (re)loads its lists on ``stream.ready`` misses nothing in between.
+    """
     store: CaseStore = request.app.state.store
     client = aioredis.from_url(request.app.state.redis_url, socket_timeout=30)
     last = last_event_id or "$"
     if last == "$":  # pin the position at once: "$" in a later XREAD would skip what arrives meanwhile
         newest = await client.xrevrange(store.events_stream, count=1)
         last = newest[0][0].decode() if newest else "0-0"
+    yield ServerSentEvent(event="stream.ready", data=json.dumps({"after": last}))
     try:
         while not await request.is_disconnected():
             try:
