@@ -340,7 +340,7 @@ def cmd_count(args) -> dict:
         dets = checked_in_order(dets, (first.shape[1], first.shape[0]))
     dets = [in_roi(d, roi) for d in dets]
     est = np.array([cal.estimate_float(d, cv2.imread(str(data / "frames" / n)), roi) for d, n in zip(dets, names)])
-    plain = np.array([int((d.confidence >= cal.detector.get("confidence", 0.25)).sum()) for d in dets])
+    plain = np.array([len(d) for d in dets])  # the boxes the calibration is given (after the check), counted as is
     err, perr = est - true, plain - true
     result = {"command": "count", "data": str(data), "frames": len(names), "calibration": str(args.calibration),
               "detector": cal.detector, "mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean())),
@@ -352,7 +352,7 @@ def cmd_count(args) -> dict:
         result["plot"] = str((IMG / f"count_{data.name}.png").relative_to(ROOT))
         k = int(np.argmax(true))
         img = cv2.imread(str(data / "frames" / names[k]))
-        shown = dets[k][dets[k].confidence >= cal.detector.get("confidence", 0.25)]
+        shown = dets[k]
         if roi is not None:
             contours, _ = cv2.findContours((roi > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             cv2.drawContours(img, contours, -1, (0, 0, 255), 2)

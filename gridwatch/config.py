@@ -132,6 +132,8 @@ class GatheringRule(_Gate):
     cooldown_s: float = Field(default=60.0, ge=0.0)
 
 
+CONFLICT_FPS = 5.0  # the analysis rate models/conflict was trained at (its JSON's sample_fps)
+
 _HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 
 
@@ -233,6 +235,14 @@ class Camera(_Strict):
         raise ValueError(
             f"unsupported scheme {parts.scheme!r} in {mask_url(url)!r}; use rtsp://, rtsps:// or a local file path"
         )
+
+    @model_validator(mode="after")
+    def _conflict_rate(self) -> "Camera":
+        if self.fps < CONFLICT_FPS and any(z.conflict.enabled for z in self.zones):
+            raise ValueError(f"fps {self.fps:g} is too low for the conflict rule: its classifier was trained on "
+                             f"{CONFLICT_FPS:g} analysed frames per second; set fps: {CONFLICT_FPS:g} (higher rates "
+                             "are thinned to it)")
+        return self
 
     @model_validator(mode="after")
     def _unique_zones(self) -> "Camera":
@@ -537,7 +547,7 @@ def load_config(path: Path | str) -> GridwatchConfig:
     return cfg
 
 
-def calibration_problems(cfg: GridwatchConfig) -> list[tuple[str, str]]:
+def calibration_problems(cfg: GridwatchConfig, base: Path | None = None) -> list[tuple[str, str]]:
     """Zones whose count calibration was fitted for other detections than the ones the detector will give it.
 
     A calibration's weights are per detection of one setup (model, input size,
@@ -552,10 +562,18 @@ def calibration_problems(cfg: GridwatchConfig) -> list[tuple[str, str]]:
             if z.count_calibration is None:
                 continue
             where = f"cameras[{i}].zones[{j}].count_calibration"
+            path = Path(z.count_calibration)
+            if base is not None and not path.is_absolute():
+                path = base / path  # as load_config will resolve it
             try:
-                fitted = json.loads(Path(z.count_calibration).read_text()).get("detector", {})
-            except (OSError, ValueError) as err:
-                out.append((where, f"cannot read {z.count_calibration}: {err}; fit one with python -m vision.counting fit"))
+                if not path.is_file() or path.stat().st_size > 1 << 20:
+                    raise ValueError("not a calibration file (a JSON file of at most 1 MiB)")
+                fitted = json.loads(path.read_text()).get("detector", {})
+                if not isinstance(fitted, dict):
+                    raise ValueError("its detector is not a mapping")
+                float(fitted.get("confidence", 0.0))
+            except (OSError, ValueError, AttributeError, TypeError) as err:
+                out.append((where, f"cannot use {z.count_calibration}: {err}; fit one with python -m vision.counting fit"))
                 continue
             want = {"model": Path(det.model).name, "imgsz": det.imgsz, "tiles": 0,
                     "perspective_check": cam.perspective_check}

@@ -236,8 +236,8 @@ class Pipeline:
                     self.slots.setdefault(cid, FrameSlot(self.wake))
                     self.analysers[cid] = CameraAnalyser(cam)
                     changes["added"].append(cid)
-                elif before.zones != cam.zones:
-                    self.analysers[cid] = CameraAnalyser(cam)  # new rules start from a clean state
+                elif (before.zones, before.perspective_check, before.fps) != (cam.zones, cam.perspective_check, cam.fps):
+                    self.analysers[cid] = CameraAnalyser(cam)  # new rules (or check, or tracker rate): a clean state
                     changes["rezoned"].append(cid)
                 if before is None or (before.url, before.fps) != (cam.url, cam.fps):
                     if cid in self.readers:

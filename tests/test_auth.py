@@ -255,3 +255,9 @@ def test_wrong_passwords_make_that_user_wait_from_that_address(api):
     for k in keys:  # the window passes
         api.store.r.delete(k)
     assert login("admin", TEST_PASSWORD).status_code == 200
+    # guesses sent all at once: each is counted before its password is checked, so only the limit's worth get through
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(lambda _: login("admin", "guess").status_code, range(16)))
+    assert codes.count(401) == api.app.state.config.auth.login_failures and codes.count(429) == 16 - codes.count(401)

@@ -110,4 +110,24 @@ def test_a_count_calibration_must_match_the_detector(tmp_path):
     assert "perspective_check" in problems(tmp_path, data)["cameras[0].zones[0].count_calibration"]
     data["cameras"][0]["perspective_check"] = True
     data["cameras"][0]["zones"][0]["count_calibration"] = str(tmp_path / "missing.json")
-    assert "cannot read" in problems(tmp_path, data)["cameras[0].zones[0].count_calibration"]
+    assert "cannot use" in problems(tmp_path, data)["cameras[0].zones[0].count_calibration"]
+
+
+def test_conflict_needs_the_rate_its_classifier_was_trained_at(tmp_path):
+    data = example()
+    cam = data["cameras"][0]
+    assert any(z.get("conflict", {}).get("enabled") for z in cam["zones"])
+    cam["fps"] = 2
+    found = problems(tmp_path, data)
+    msg = next(m for loc, m in found.items() if loc.startswith("cameras[0]"))
+    assert "fps 2 is too low for the conflict rule" in msg and "fps: 5" in msg
+
+
+def test_a_broken_calibration_file_is_a_clear_problem_not_a_crash(tmp_path):
+    data = example()
+    for text in ("[1, 2]", '{"detector": {"confidence": null}}', "not json"):
+        (tmp_path / "cal.json").write_text(text)
+        data["cameras"][0]["zones"][0]["count_calibration"] = str(tmp_path / "cal.json")
+        assert "cannot use" in problems(tmp_path, data)["cameras[0].zones[0].count_calibration"]
+    data["cameras"][0]["zones"][0]["count_calibration"] = "/dev/zero"  # never finishes reading: refused unread
+    assert "not a calibration file" in problems(tmp_path, data)["cameras[0].zones[0].count_calibration"]

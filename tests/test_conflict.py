@@ -148,3 +148,18 @@ def test_scene_motion_tells_one_way_walking_from_a_scuffle():
     assert flow_stats(field(half), None, mask)[name["speed_p99"]] == 0
     assert flow_stats(field(half), None)[name["speed_p99"]] > 0.4
     assert np.isnan(flow_stats(None, None)).all()
+
+
+def test_a_faster_camera_is_thinned_to_the_models_rate():
+    """At 10 analysed frames/s the monitor observes every other frame: the features keep their trained meaning."""
+    from vision import Detections
+
+    model = ConflictModel.load(ROOT / "models" / "conflict" / "conflict-v2.json")
+    mon = ConflictMonitor("cam", "z", ConflictRule(enabled=True), model, pose=None)
+    img = np.zeros((120, 160, 3), np.uint8)
+    seen = []
+    for k in range(30):  # 3 s at 10 fps
+        mon.update(k / 10, img, Detections())
+        seen.append(mon._window[-1].ts)
+    assert model.sample_fps == 5.0
+    assert sorted(set(seen)) == [k / 10 for k in range(0, 30, 2)]  # 0.0, 0.2, 0.4 ...: 5 per second

@@ -9,8 +9,12 @@ person would be 31 px, or slivers beside real people. So each camera learns
 height, so a resolution change keeps the model) from its own confident, uncut
 boxes, and a box below ``trust`` confidence whose height is outside
 ``[low, high]`` times the expected one is dropped. Confident boxes are never
-dropped, and nothing is dropped until the fit is good (enough samples, most of
-them close to the line): an overhead or moving camera simply keeps every box.
+dropped, nor short ones that overlap another box (someone in front hides the
+legs: crowds stay counted), and nothing is dropped until the fit is good
+(enough samples, most of them close to the line): an overhead or moving camera
+simply keeps every box. The line is used on every row, also beyond those it
+was learnt on (the PETS sign post stands above where people walk): it assumes
+one flat ground, so a camera that sees stairs or a balcony should turn it off.
 """
 from __future__ import annotations
 
@@ -53,7 +57,9 @@ class PerspectiveCheck:
         expected = self.expected_height(foot)
         if expected is not None:
             ratio = height / np.maximum(expected, 1e-3)
-            plausible = (ratio >= self.low) & (ratio <= self.high)
+            # short because someone stands in front: a box overlapping another is an occluded person, not clutter
+            hidden = (ratio < self.low) & _overlaps_another(d.xyxy)
+            plausible = ((ratio >= self.low) & (ratio <= self.high)) | hidden
             keep = (d.confidence >= self.trust) | plausible | ~uncut | (expected <= 0)
         learn = (d.confidence >= self.trust) & uncut
         self._foot.extend(foot[learn].tolist())
@@ -77,6 +83,18 @@ class PerspectiveCheck:
             inlier = np.abs(hgt - fit) <= 0.3 * np.maximum(fit, 1e-3)
         # a line most people do not follow (overhead view, a zooming camera) checks nothing
         self.model = (float(slope), float(icpt)) if inlier.mean() >= self.min_inliers else None
+
+
+
+def _overlaps_another(xyxy: np.ndarray) -> np.ndarray:
+    """Per box: whether it intersects any other box of the frame."""
+    if len(xyxy) < 2:
+        return np.zeros(len(xyxy), bool)
+    iw = np.minimum(xyxy[:, None, 2], xyxy[None, :, 2]) - np.maximum(xyxy[:, None, 0], xyxy[None, :, 0])
+    ih = np.minimum(xyxy[:, None, 3], xyxy[None, :, 3]) - np.maximum(xyxy[:, None, 1], xyxy[None, :, 1])
+    touch = (iw > 0) & (ih > 0)
+    np.fill_diagonal(touch, False)
+    return touch.any(axis=1)
 
 
 def checked_in_order(frames: Iterable[Detections], wh: tuple[int, int]) -> list[Detections]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+from pathlib import Path
 from typing import Annotated
 
 import cv2
@@ -120,7 +121,10 @@ def _commit(request: Request, data: dict, section: str, index: int, actor: str) 
         cfg = GridwatchConfig.model_validate(data)
     except ValidationError as err:
         raise HTTPException(422, _config_problems(err, section, index)) from None
-    mine = [f"{where}: {msg}" for where, msg in calibration_problems(cfg) if where.startswith(f"{section}[{index}].")]
+    path = getattr(request.app.state, "config_path", None)
+    base = Path(path).resolve().parent if path else None
+    mine = [f"{where}: {msg}" for where, msg in calibration_problems(cfg, base)
+            if where.startswith(f"{section}[{index}].")]
     if mine:  # a count calibration fitted for other detections than this config's detector gives
         raise HTTPException(422, _ref_problems(mine, section, index))
     path = getattr(request.app.state, "config_path", None)

@@ -18,36 +18,52 @@ Accounts = Annotated[AccountBook, Depends(get_accounts)]
 
 
 class LoginThrottle:
-    """Wrong passwords counted in Redis (shared by every API process) per user and address, and per address.
+    """Password attempts counted in Redis (shared by every API process) per user and address, and per address.
 
     Per user *and* address so that someone guessing an operator's password from
     one machine cannot lock the operator out everywhere; per address too, with a
-    higher limit, against one machine trying many user names.
+    higher limit, against one machine trying many user names. An attempt is
+    counted *before* the (slow) password check, in one atomic script, so
+    guesses sent in parallel cannot all slip in under the limit; a right
+    password takes its attempt back.
+    """
+
+    # KEYS: per user+address, per address; ARGV: window ms, limits. INCR + PEXPIRE on the first (Redis 6 has no NX).
+    _ATTEMPT = """
+    local out = {}
+    for i, key in ipairs(KEYS) do
+      local n = redis.call('INCR', key)
+      if n == 1 then redis.call('PEXPIRE', key, ARGV[1]) end
+      if n > tonumber(ARGV[i + 1]) then
+        local ttl = redis.call('PTTL', key)
+        if ttl < 0 then redis.call('PEXPIRE', key, ARGV[1]); ttl = tonumber(ARGV[1]) end
+        return ttl
+      end
+    end
+    return 0
     """
 
     def __init__(self, r, prefix: str, failures: int, window_s: float):
         self.r, self.prefix, self.failures, self.window_s = r, prefix, failures, window_s
+        self._script = r.register_script(self._ATTEMPT)
 
-    def _keys(self, user: str, ip: str) -> tuple[tuple[str, int], ...]:
+    def _keys(self, user: str, ip: str) -> list[str]:
         base = f"{self.prefix}:login:fail:{ip}"
-        return ((f"{base}:{user.lower()}", self.failures), (base, 20 * self.failures))
+        return [f"{base}:{user.lower()}", base]
 
-    def wait_s(self, user: str, ip: str) -> float:
-        """Seconds until this user may try again from this address; 0 when they may now."""
-        for key, limit in self._keys(user, ip):
-            if int(self.r.get(key) or 0) >= limit:
-                return max(float(self.r.pttl(key)) / 1000.0, 1.0)
-        return 0.0
-
-    def failed(self, user: str, ip: str) -> None:
-        pipe = self.r.pipeline()
-        for key, _ in self._keys(user, ip):
-            pipe.incr(key)
-            pipe.pexpire(key, int(self.window_s * 1000), nx=True)  # a fixed window from the first failure
-        pipe.execute()
+    def attempt(self, user: str, ip: str) -> float:
+        """Count one attempt; the seconds to wait when it is over the limit (then do not check the password), else 0."""
+        ms = self._script(keys=self._keys(user, ip),
+                          args=[int(self.window_s * 1000), self.failures, 20 * self.failures])
+        return max(int(ms) / 1000.0, 1.0) if int(ms) else 0.0
 
     def succeeded(self, user: str, ip: str) -> None:
-        self.r.delete(self._keys(user, ip)[0][0])
+        """The right password: this user's count from this address starts again, and the address's attempt is undone."""
+        user_key, ip_key = self._keys(user, ip)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.delete(user_key)
+        pipe.decr(ip_key)
+        pipe.execute()
 
 
 def get_throttle(request: Request) -> LoginThrottle:
@@ -63,13 +79,12 @@ async def login(body: LoginIn, request: Request, response: Response, accounts: A
 
     Too many wrong passwords for one user from one address: 429 with Retry-After, without checking the password.
     """
-    ip = request.client.host if request.client else "?"
-    if wait := throttle.wait_s(body.username, ip):
+    ip = request.client.host if request.client else "?"  # behind a proxy: uvicorn --forwarded-allow-ips
+    if wait := throttle.attempt(body.username, ip):
         raise HTTPException(429, f"too many wrong passwords for {body.username!r} from this address; try again in "
                                  f"{int(wait) + 1} s", headers={"Retry-After": str(int(wait) + 1)})
     acc = await asyncio.to_thread(accounts.verify, body.username, body.password)  # argon2 is slow on purpose
     if acc is None:
-        throttle.failed(body.username, ip)
         raise HTTPException(401, "wrong user name or password")
     throttle.succeeded(body.username, ip)
     token = accounts.issue(acc)

@@ -52,6 +52,7 @@ class ConflictMonitor:
         self.gate = Gate(rule.hold_s, rule.clear_s, rule.cooldown_s)
         self._window: deque[Observation] = deque()
         self._run = 0  # consecutive windows above min_score
+        self._last_ts: float | None = None  # the last frame observed (thinning to the model's rate)
         self.score = 0.0
 
     @property
@@ -66,7 +67,14 @@ class ConflictMonitor:
 
     def update(self, ts: float, image: np.ndarray, people: Detections, mask: np.ndarray | None = None
                ) -> Incident | None:
-        """One analysed frame; ``mask`` (frame-sized, nonzero inside) keeps the motion search inside the zone."""
+        """One analysed frame; ``mask`` (frame-sized, nonzero inside) keeps the motion search inside the zone.
+
+        A camera analysed faster than the model's ``sample_fps`` is thinned to it: the features (flow between
+        observations, speeds, changes) mean what they meant in training only at that rate.
+        """
+        if self._last_ts is not None and ts - self._last_ts < 0.75 / self.model.sample_fps:
+            return None
+        self._last_ts = ts
         return self.push(self.observer.observe(ts, image, people, mask))
 
     def push(self, ob: Observation) -> Incident | None:
