@@ -105,10 +105,14 @@ def _killed_then_back(vtest, rate):
 
 
 def test_refused_connection_is_offline_with_the_error(cam_clip, rtsp_ok):
-    from streams.rtsp import free_port
+    import socket
 
-    with healthy_neighbour(cam_clip) as rate:
-        reader = CameraReader("gone", f"rtsp://127.0.0.1:{free_port()}/x", fps=1, slot=FrameSlot())
+    # a port held bound but not listening refuses every connection, and no other test's server can take it meanwhile
+    # (a port merely found free once was, in one CI run, reused by an authenticating test server: "unauthorized")
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    with held, healthy_neighbour(cam_clip) as rate:
+        reader = CameraReader("gone", f"rtsp://127.0.0.1:{held.getsockname()[1]}/x", fps=1, slot=FrameSlot())
         reader.start()
         try:
             assert wait_for(lambda: reader.health.reconnects >= 1, 10)
