@@ -37,18 +37,20 @@ def fast_api(store, redis_url, tmp_path):
 
 
 def test_escalation_runs_by_itself_in_the_api_process(fast_api):
-    events = []
+    events, ready = [], threading.Event()
 
     def listen():
         with fast_api.stream("GET", "/api/events", timeout=15) as r:
             for line in r.iter_lines():
+                if line.startswith("event: stream.ready"):
+                    ready.set()  # subscribed: what happens from now on is pushed
                 if line.startswith("event:") and "escalated" in line:
                     events.append(line)
                     return
 
     t = threading.Thread(target=listen, daemon=True)
     t.start()
-    time.sleep(0.5)
+    assert ready.wait(10)
     _, case = fast_api.store.ingest(alert(kind="conflict"))
     t0 = time.time()
     got = wait_for(lambda: fast_api.get(f"/api/cases/{case['id']}").json()["escalation_level"] >= 1)
