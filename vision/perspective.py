@@ -65,7 +65,8 @@ class PerspectiveCheck:
         self._foot.extend(foot[learn].tolist())
         self._height.extend(height[learn].tolist())
         self._new += int(learn.sum())
-        if self._new >= 10 and len(self._foot) >= self.min_samples:
+        # refit often while learning, then every 200 new samples (the line moves slowly; this runs per frame)
+        if self._new >= (10 if self.model is None else 200) and len(self._foot) >= self.min_samples:
             self._fit()
         return d[keep]
 
@@ -83,7 +84,6 @@ class PerspectiveCheck:
             inlier = np.abs(hgt - fit) <= 0.3 * np.maximum(fit, 1e-3)
         # a line most people do not follow (overhead view, a zooming camera) checks nothing
         self.model = (float(slope), float(icpt)) if inlier.mean() >= self.min_inliers else None
-
 
 
 def _overlaps_another(xyxy: np.ndarray) -> np.ndarray:
