@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import uvicorn
 
-from conftest import authorize
+from conftest import authorize, wait_for
 from gridwatch.config import parse_config
 from gridwatch.service import Service
 from models import WeightsNotFound
@@ -59,9 +59,13 @@ def test_camera_to_case(vtest, rtsp_ok, tmp_path, monkeypatch):
                 cams = api.get("/api/cameras").json()
                 assert cams[0]["state"] == "online" and cams[0]["frames_analysed"] > 0
                 # the live view's overlay: the pipeline's last analysed frame, people in normalised coordinates
-                overlay = api.get("/api/cameras/cam-walk/overlay").json()
-                assert overlay["boxes"] and all(0 <= v <= 1.01 for b in overlay["boxes"] for v in b)
-                assert overlay["zones"]["path"] >= 1 and time.time() - overlay["ts"] < 5
+                def people_overlay():
+                    o = api.get("/api/cameras/cam-walk/overlay").json()
+                    return o if o.get("boxes") and o.get("zones", {}).get("path", 0) >= 1 else None
+
+                overlay = wait_for(people_overlay, 10)
+                assert overlay, api.get("/api/cameras/cam-walk/overlay").json()
+                assert all(0 <= v <= 1.01 for b in overlay["boxes"] for v in b) and time.time() - overlay["ts"] < 5
 
                 for action, body in [("acknowledge", {}), ("dispatch", {"worker": "w-wang"}), ("arrive", {}),
                                      ("resolve", {"verdict": "confirmed", "note": "crowd at the walkway"}),
