@@ -213,13 +213,20 @@ def shipped_detect_setup() -> tuple[DetectSetup, float, bool]:
     return DetectSetup(d.model, d.imgsz), d.confidence, check
 
 
+def detections_above(xyxy: np.ndarray, conf: np.ndarray, threshold: float):
+    """A frame's cached boxes at or above ``threshold``, as the detector would have returned them."""
+    from vision.detections import Detections
+
+    keep = conf >= threshold
+    return Detections(xyxy[keep], conf[keep], np.zeros(int(keep.sum()), np.int32))
+
+
 def perspective_checked(dets: list[tuple[np.ndarray, np.ndarray]], conf: float, wh: tuple[int, int]
                         ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The boxes above ``conf`` that a camera's PerspectiveCheck lets through, frame by frame in time order."""
-    from vision.detections import Detections
     from vision.perspective import checked_in_order
 
-    frames = (Detections(x[c >= conf], c[c >= conf], np.zeros(int((c >= conf).sum()), np.int32)) for x, c in dets)
+    frames = (detections_above(x, c, conf) for x, c in dets)
     return [(d.xyxy, d.confidence) for d in checked_in_order(frames, wh)]
 
 
@@ -320,7 +327,6 @@ def cmd_count(args) -> dict:
 
     from vision.counting import CountCalibration, in_roi, read_counts
     from vision.perspective import checked_in_order
-    from vision.detections import Detections
 
     data = Path(args.data)
     if not (data / "counts.csv").exists() or not (data / "frames").is_dir():
@@ -334,7 +340,7 @@ def cmd_count(args) -> dict:
     raw = folder_detections(data, names, setup)
     true = np.array([counts[n] for n in names])
     conf = cal.detector.get("confidence", 0.0)
-    dets = [Detections(x[c >= conf], c[c >= conf], np.zeros(int((c >= conf).sum()), np.int32)) for x, c in raw]
+    dets = [detections_above(x, c, conf) for x, c in raw]
     if cal.detector.get("perspective_check", False):  # as the camera runs it: frames in name order
         first = cv2.imread(str(data / "frames" / names[0]))
         dets = checked_in_order(dets, (first.shape[1], first.shape[0]))
@@ -439,7 +445,6 @@ def _ids_per_person(gt_ids: dict[int, set]) -> float:
 def cmd_zones(args) -> dict:
     """At the runtime's analysis rates, what counts people better and keeps their identity: ByteTrack's confirmed
     tracks, or the zone presence runs (``ZonePresence``) with inertia 2? Scored against gt.csv's boxes and ids."""
-    from vision.detections import Detections
     from vision.perspective import PerspectiveCheck
     from vision.tracker import ByteTracker
     from vision.zones import ZonePresence
@@ -465,7 +470,7 @@ def cmd_zones(args) -> dict:
         ids: dict[str, dict[int, set]] = {"tracks": {}, "presence": {}}
         for i in range(0, len(dets), step):
             xy, c = dets[i]
-            d = Detections(xy[c >= conf], c[c >= conf], np.zeros(int((c >= conf).sum()), np.int32))
+            d = detections_above(xy, c, conf)
             d = check(d, wh) if check is not None else d
             tr = tracker.update(d)
             runs, pid = presence.update(i / native, d)

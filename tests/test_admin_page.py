@@ -24,6 +24,16 @@ def click_at(page, fx, fy, **kw):
     page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"], **kw)
 
 
+def drag_vertex(page, index, fx, fy):
+    """Drag corner ``index`` of the polygon being drawn to (fx, fy), fractions of the picture."""
+    box = page.locator("#draw").bounding_box()
+    vtx = page.locator(f'#draw circle.vtx[data-vtx="{index}"]').bounding_box()
+    page.mouse.move(vtx["x"] + vtx["width"] / 2, vtx["y"] + vtx["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"], steps=5)
+    page.mouse.up()
+
+
 def test_admin_adds_a_camera_draws_a_zone_and_the_pipeline_gets_it(api, admin_page, vtest, rtsp_ok):
     page = admin_page
     with RtspServer({"walk": vtest}) as server:
@@ -72,12 +82,7 @@ def test_admin_adds_a_camera_draws_a_zone_and_the_pipeline_gets_it(api, admin_pa
         assert page.locator("#draw circle.vtx").count() == 5
         page.locator("#draw circle.vtx.cur").dblclick()  # ... removed again
         assert page.locator("#draw circle.vtx").count() == 4
-        box = page.locator("#draw").bounding_box()
-        vtx = page.locator('#draw circle.vtx[data-vtx="0"]').bounding_box()
-        page.mouse.move(vtx["x"] + vtx["width"] / 2, vtx["y"] + vtx["height"] / 2)
-        page.mouse.down()
-        page.mouse.move(box["x"] + 0.02 * box["width"], box["y"] + 0.40 * box["height"], steps=5)
-        page.mouse.up()
+        drag_vertex(page, 0, 0.02, 0.40)
         page.locator('[data-role="save"]').click()
         page.wait_for_selector('[data-role="status"].ok')
         assert "saved" in page.locator('[data-role="status"]').inner_text()
@@ -101,12 +106,7 @@ def test_admin_adds_a_camera_draws_a_zone_and_the_pipeline_gets_it(api, admin_pa
     assert page.locator('[data-role="live-count"]').get_attribute("data-count") == "2"
     # move a corner while editing: the count follows the polygon being drawn, before any save
     page.locator("#draw").scroll_into_view_if_needed()
-    box = page.locator("#draw").bounding_box()
-    vtx = page.locator('#draw circle.vtx[data-vtx="0"]').bounding_box()
-    page.mouse.move(vtx["x"] + vtx["width"] / 2, vtx["y"] + vtx["height"] / 2)
-    page.mouse.down()
-    page.mouse.move(box["x"] + 0.5 * box["width"], box["y"] + 0.40 * box["height"], steps=5)
-    page.mouse.up()
+    drag_vertex(page, 0, 0.5, 0.40)
     tel.put_overlay("cam-walk", {"ts": time.time(), "boxes": boxes, "zones": {"path": 2}})
     page.wait_for_selector('[data-role="live-count"][data-count="1"]')
     shot(page, "admin-zone-editor", full_page=True)

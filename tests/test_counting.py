@@ -10,6 +10,7 @@ import pytest
 
 from vision import CountCalibration, Detections
 from vision.counting import edge_bands, read_counts
+from vision.detections import iou_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,16 +116,7 @@ def test_tiled_detector_finds_at_least_what_the_full_frame_finds(vtest):
     for img, full, more in zip(frames, plain.detect(frames), tiled):
         assert len(more) >= len(full) >= 2
         assert (more.xyxy[:, [0, 2]] <= img.shape[1] + 1).all() and (more.xyxy[:, [1, 3]] <= img.shape[0] + 1).all()
-        iou = E_iou(more.xyxy, more.xyxy)
+        iou = iou_matrix(more.xyxy, more.xyxy)
         np.fill_diagonal(iou, 0)
         assert iou.max(initial=0) < 0.5  # duplicates from overlapping tiles were merged
 
-
-def E_iou(a, b):
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    return inter / (area[:, None] + area[None, :] - inter)

@@ -23,7 +23,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .detections import Detections
+from .detections import Detections, iou_matrix
 
 BORDER = 2.0  # pixels: a box this close to the frame edge is cut off, its height says nothing
 
@@ -88,11 +88,7 @@ class PerspectiveCheck:
 
 def _overlaps_another(xyxy: np.ndarray) -> np.ndarray:
     """Per box: whether it intersects any other box of the frame."""
-    if len(xyxy) < 2:
-        return np.zeros(len(xyxy), bool)
-    iw = np.minimum(xyxy[:, None, 2], xyxy[None, :, 2]) - np.maximum(xyxy[:, None, 0], xyxy[None, :, 0])
-    ih = np.minimum(xyxy[:, None, 3], xyxy[None, :, 3]) - np.maximum(xyxy[:, None, 1], xyxy[None, :, 1])
-    touch = (iw > 0) & (ih > 0)
+    touch = iou_matrix(xyxy, xyxy) > 0
     np.fill_diagonal(touch, False)
     return touch.any(axis=1)
 
