@@ -42,6 +42,61 @@ def get_accounts(request: Request) -> AccountBook:
     return request.app.state.accounts
 
 
+class LoginThrottle:
+    """Password attempts counted in Redis (shared by every API process) per user and address, and per address.
+
+    Per user *and* address so that someone guessing an operator's password from
+    one machine cannot lock the operator out everywhere; per address too, with a
+    higher limit, against one machine trying many user names. An attempt is
+    counted *before* the (slow) password check, in one atomic script, so
+    guesses sent in parallel cannot all slip in under the limit; a right
+    password takes its attempt back.
+    """
+
+    # KEYS: per user+address, per address; ARGV: window ms, limits. INCR + PEXPIRE on the first (Redis 6 has no NX).
+    _ATTEMPT = """
+    local out = {}
+    for i, key in ipairs(KEYS) do
+      local n = redis.call('INCR', key)
+      if n == 1 then redis.call('PEXPIRE', key, ARGV[1]) end
+      if n > tonumber(ARGV[i + 1]) then
+        local ttl = redis.call('PTTL', key)
+        if ttl < 0 then redis.call('PEXPIRE', key, ARGV[1]); ttl = tonumber(ARGV[1]) end
+        return ttl
+      end
+    end
+    return 0
+    """
+
+    def __init__(self, r, prefix: str, failures: int, window_s: float):
+        self.r, self.prefix, self.failures, self.window_s = r, prefix, failures, window_s
+        self._script = r.register_script(self._ATTEMPT)
+
+    def _keys(self, user: str, ip: str) -> list[str]:
+        base = f"{self.prefix}:login:fail:{ip}"
+        return [f"{base}:{user.lower()}", base]
+
+    def attempt(self, user: str, ip: str) -> float:
+        """Count one attempt; the seconds to wait when it is over the limit (then do not check the password), else 0."""
+        ms = self._script(keys=self._keys(user, ip),
+                          args=[int(self.window_s * 1000), self.failures, 20 * self.failures])
+        return max(int(ms) / 1000.0, 1.0) if int(ms) else 0.0
+
+    def succeeded(self, user: str, ip: str) -> None:
+        """The right password: this user's count from this address starts again, and the address's attempt is undone."""
+        user_key, ip_key = self._keys(user, ip)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.delete(user_key)
+        pipe.decr(ip_key)
+        pipe.execute()
+
+
+def get_throttle(request: Request) -> LoginThrottle:
+    a = request.app.state.config.auth
+    store = request.app.state.store
+    return LoginThrottle(store.r, store.p, a.login_failures, a.login_window_s)
+
+
 def user_from_request(request: Request, bearer: HTTPAuthorizationCredentials | None, cookie: str | None) -> User | None:
     token = bearer.credentials if bearer is not None else cookie
     acc = get_accounts(request).resolve(token) if token else None
