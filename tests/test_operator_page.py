@@ -85,7 +85,11 @@ def test_illegal_action_shows_the_servers_message(api, make_case, page):
     """Another operator was quicker and this page has not heard yet: the 409's message is shown on the card."""
     page.route("**/api/events", lambda route: route.abort())  # no push: this page's view goes stale
     case = make_case()
-    page.goto(str(api.base_url))
+    # the page reads the list twice at start (the feed and the map's open alerts): the view is
+    # stale only once both have answered
+    with page.expect_response(lambda r: "/api/alerts?" in r.url and "limit=100" in r.url), \
+            page.expect_response(lambda r: "/api/alerts?" in r.url and "limit=500" in r.url):
+        page.goto(str(api.base_url))
     card = page.locator(f'[data-case-id="{case["id"]}"]')
     card.wait_for()
     api.store.transition(case["id"], "acknowledge", "op-elsewhere")
