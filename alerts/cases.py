@@ -153,6 +153,8 @@ class CaseStore:
         self._commit_script = client.register_script(lua.COMMIT)
         self._escalate = client.register_script(lua.ESCALATE)
         self._attach = client.register_script(lua.ATTACH)
+        self._reindex = client.register_script(lua.REINDEX)
+        self._indexed = False
 
     def with_policy(self, policy: AlertsConfig) -> "CaseStore":
         """The same queue, under the time limits and delivery rules of a config."""
@@ -481,8 +483,20 @@ class CaseStore:
     def list(self, *, grid: str | None = None, camera: str | None = None, kind: str | None = None,
              state: str | None = None, worker: str | None = None, sort: Literal["time", "priority"] = "time",
              limit: int = 50, scan: int = 2000) -> list[dict]:
-        """Newest first (or by priority, then newest), filtered; scans at most ``scan`` recent cases."""
-        ids = [i.decode() for i in self.r.zrevrange(self.k("cases"), 0, scan - 1)]
+        """Newest first (or by priority, then newest), filtered.
+
+        Reads at most ``scan`` recent cases of the narrowest index that holds every match (the
+        worker's, the camera's, the grid's, the open ones), so a worker's case dispatched hours ago
+        stays on their list however many alerts the other 491 cameras raised since.
+        """
+        self.ensure_indexes()
+        base = (self.k("cases", "worker", worker) if worker else self.k("cases", "camera", camera) if camera
+                else self.k("cases", "grid", grid) if grid else self.k("cases"))
+        sources = [base]
+        if not (worker or camera or grid) and (sort == "priority" or (state and state != "closed")):
+            # open cases come first by priority, however old; closed ones only fill up the rest
+            sources = [self.k("cases", "open")] + ([] if state else [base])
+        ids = list(dict.fromkeys(i.decode() for src in sources for i in self.r.zrevrange(src, 0, scan - 1)))
         out = []
         for chunk in (ids[i:i + 200] for i in range(0, len(ids), 200)):
             for raw in self.r.mget([self._case(c) for c in chunk]):
@@ -499,6 +513,20 @@ class CaseStore:
         if sort == "priority":
             out.sort(key=lambda c: (c["state"] == "closed", c["priority"], -c["ts"]))
         return out[:limit]
+
+    def ensure_indexes(self, batch: int = 500) -> int:
+        """Index cases written before the list indexes existed (once per database); returns how many."""
+        if self._indexed:
+            return 0
+        marker, n = self.k("cases", "indexed"), 0
+        if not self.r.exists(marker):
+            start = 0
+            while ids := self.r.zrange(self.k("cases"), start, start + batch - 1):
+                n += self._reindex(args=[self.p, *ids])
+                start += batch
+            self.r.set(marker, "1")
+        self._indexed = True
+        return n
 
     def zone_report(self) -> list[dict]:
         """Per (camera, zone, kind): alerts, and the verdicts of the people who went (for re-tuning thresholds)."""

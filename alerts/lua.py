@@ -41,6 +41,25 @@ local function police(kind, case, note)
   end
 end
 
+-- the list indexes (CaseStore.list): every case by grid and camera, the open ones, each worker's;
+-- a case's current fields decide what a list shows, so an index only has to hold every case it should
+local function index(case, before)
+  local cid = case.id
+  if not before then
+    redis.call('ZADD', k('cases'), case.ts, cid)
+    redis.call('ZADD', k('cases', 'grid', case.grid_id), case.ts, cid)
+    redis.call('ZADD', k('cases', 'camera', case.camera_id), case.ts, cid)
+  end
+  local was_open = before and before.state ~= 'closed'
+  if case.state ~= 'closed' and not was_open then redis.call('ZADD', k('cases', 'open'), case.ts, cid)
+  elseif case.state == 'closed' and was_open then redis.call('ZREM', k('cases', 'open'), cid) end
+  local old_worker = before and before.worker
+  if old_worker ~= case.worker then
+    if type(old_worker) == 'string' then redis.call('ZREM', k('cases', 'worker', old_worker), cid) end
+    if type(case.worker) == 'string' then redis.call('ZADD', k('cases', 'worker', case.worker), case.ts, cid) end
+  end
+end
+
 local function pin(name, until_)
   if name and name ~= cjson.null and name ~= '' then
     redis.call('SADD', k('case', CASE_ID, 'evidence'), name)
@@ -130,7 +149,7 @@ append_history(cid, {ts = now, actor = 'gridwatch', action = 'create', state = '
   count = a.count, priority = a.priority, snapshot = a.snapshot}, case)
 local out = cjson.encode(case)
 redis.call('SET', k('case', cid), out)
-redis.call('ZADD', k('cases'), a.ts, cid)
+index(case, nil)
 if cooldown > 0 then redis.call('SET', k('dedupe', a.camera_id, a.zone_id, a.kind), cid, 'PX', cooldown) end
 redis.call('HSET', ikey, 'case', cid, 'seq', a.seq)
 redis.call('EXPIRE', ikey, ttl)
@@ -154,11 +173,13 @@ local cid = ARGV[2]
 CASE_ID = cid
 local raw = redis.call('GET', k('case', cid))
 if not raw then return 'missing' end
-if cjson.decode(raw).version ~= tonumber(ARGV[3]) then return 'conflict' end
+local before = cjson.decode(raw)
+if before.version ~= tonumber(ARGV[3]) then return 'conflict' end
 local case = cjson.decode(ARGV[4])
 append_history(cid, cjson.decode(ARGV[5]), case)
 local out = cjson.encode(case)
 redis.call('SET', k('case', cid), out)
+index(case, before)
 if ARGV[7] == 'clear' then redis.call('ZREM', k('deadlines'), cid)
 elseif ARGV[7] ~= '' then redis.call('ZADD', k('deadlines'), tonumber(ARGV[7]), cid) end
 for _, x in ipairs(cjson.decode(ARGV[8])) do
@@ -171,6 +192,16 @@ for _, x in ipairs(cjson.decode(ARGV[10])) do pin(x[1], x[2]) end
 if ARGV[11] ~= '' then police(case.state, case, ARGV[11]) end
 emit(ARGV[6], out, raw)
 return out
+"""
+
+# ARGV: prefix, case id, ... -> number of cases indexed (cases written before the list indexes existed)
+REINDEX = PRELUDE + r"""
+local n = 0
+for i = 2, #ARGV do
+  local raw = redis.call('GET', k('case', ARGV[i]))
+  if raw then index(cjson.decode(raw), nil) n = n + 1 end
+end
+return n
 """
 
 # ARGV: prefix, case id, now, limits json {state: seconds}, repeat

@@ -323,3 +323,48 @@ def test_concurrent_transitions_one_wins(store, redis_url):
     assert sorted(results) == ["ok"] + ["refused"] * 7
     assert [h["action"] for h in store.get(case["id"])["history"]].count("acknowledge") == 1
     assert store.verify_history(case["id"]) == (True, None)
+
+
+def test_lists_find_old_cases_however_many_newer_alerts_came_since(store):
+    """A worker's case dispatched hours ago, a grid's old open case: the other cameras' newer alerts don't hide them."""
+    t0 = time.time() - 4 * 3600
+    mine = store.create_case(alert(camera="cam-9", grid="g-9", ts=t0), cooldown_s=0)[0]
+    old_open = store.create_case(alert(camera="cam-8", grid="g-8", ts=t0 + 1, kind="conflict"), cooldown_s=0)[0]
+    old_closed = store.create_case(alert(camera="cam-7", grid="g-7", ts=t0 + 2), cooldown_s=0)[0]
+    walk(store, mine["id"], ("acknowledge", {}), ("dispatch", {"worker": "wang"}))
+    walk(store, old_closed["id"], ("acknowledge", {}), ("resolve", {"verdict": "false_alarm"}), ("close", {}))
+    for i in range(30):  # the rest of the district, newer; each list below reads at most 10 cases of its index
+        c = store.create_case(alert(camera=f"street-{i}", grid=f"g-{i % 3}", ts=t0 + 100 + i), cooldown_s=0)[0]
+        walk(store, c["id"], ("acknowledge", {}), ("resolve", {"verdict": "false_alarm"}), ("close", {}))
+    ids = lambda **kw: [c["id"] for c in store.list(scan=10, **kw)]  # noqa: E731
+    assert ids(worker="wang") == [mine["id"]]
+    assert ids(grid="g-9") == [mine["id"]] and ids(camera="cam-8") == [old_open["id"]]
+    assert set(ids(state="dispatched")) == {mine["id"]} and ids(state="new") == [old_open["id"]]
+    by_priority = ids(sort="priority", limit=5)
+    assert by_priority[:2] == [old_open["id"], mine["id"]]  # open first (the fight first), then the newest closed
+    assert old_closed["id"] not in by_priority and len(by_priority) == 5
+    assert ids() == ids(sort="time", limit=50)[:10]  # the plain newest-first page is unchanged
+    # a reassigned case leaves the first worker's list; a closed one leaves the open index
+    walk(store, mine["id"], ("reassign", {"worker": "li"}))
+    assert ids(worker="wang") == [] and ids(worker="li") == [mine["id"]]
+    walk(store, old_open["id"], ("acknowledge", {}), ("resolve", {"verdict": "false_alarm"}), ("close", {}))
+    assert ids(state="new") == [] and store.r.zscore(store.k("cases", "open"), old_open["id"]) is None
+
+
+def test_a_database_from_before_the_list_indexes_is_indexed_once(store):
+    """Cases written by an older gridwatch (no indexes) are found after an upgrade, without losing any."""
+    t0 = time.time() - 3600
+    cases = [store.create_case(alert(camera=f"cam-{i}", grid=f"g-{i % 2}", ts=t0 + i), cooldown_s=0)[0]
+             for i in range(7)]
+    walk(store, cases[0]["id"], ("acknowledge", {}), ("dispatch", {"worker": "zhao"}))
+    walk(store, cases[1]["id"], ("acknowledge", {}), ("resolve", {"verdict": "false_alarm"}), ("close", {}))
+    for key in store.r.scan_iter(store.k("cases", "*")):  # what an older version left: just gw:cases
+        store.r.delete(key)
+    store.r.zadd(store.k("cases"), {c["id"]: c["ts"] for c in cases})
+    upgraded = CaseStore(store.r, store.p, store.policy)
+    assert upgraded.ensure_indexes(batch=3) == 7
+    assert [c["id"] for c in upgraded.list(worker="zhao")] == [cases[0]["id"]]
+    assert {c["id"] for c in upgraded.list(grid="g-0")} == {cases[i]["id"] for i in (0, 2, 4, 6)}
+    assert cases[1]["id"] not in [c["id"] for c in upgraded.list(state="new")]
+    assert len(upgraded.list(state="new")) == 5
+    assert CaseStore(store.r, store.p, store.policy).ensure_indexes() == 0  # once per database
