@@ -66,6 +66,8 @@ class CaseOut(BaseModel):
     escalation_level: int = Field(default=0, description="escalations in the current state")
     dead_letter: bool = Field(default=False, description="delivered too often without a worker accepting it")
     end_ts: float | None = Field(default=None, description="when the incident itself ended, if it has")
+    version: int = Field(default=1, description="goes up by one with every change: two copies of a case with the "
+                                                "same version are the same (pages skip re-rendering)")
 
     @classmethod
     def of(cls, case: dict) -> "CaseOut":

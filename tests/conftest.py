@@ -229,3 +229,26 @@ def wait_for(predicate, timeout: float = 10.0, step: float = 0.05):
             return value
         time.sleep(step)
     return predicate()
+
+
+WAIT_MS = 10000  # expect()'s own default is 5 s; the pages' is 10 s (conftest.browser_page)
+
+# What a page hears on its event stream, for the tests to wait on (installed before the page's own script):
+# window.streamReady counts the server's stream.ready (its start is pinned: changes after it are pushed), and
+# window.heard holds the cases pushed, so a test can wait until a change has reached the page before it acts on it.
+HEAR = """(() => {
+  const ES = window.EventSource;
+  window.streamReady = 0; window.heard = [];
+  window.EventSource = class extends ES { constructor(...args) { super(...args);
+    this.addEventListener("stream.ready", () => { window.streamReady += 1; });
+    for (const name of ["case.created", "case.updated", "case.escalated", "case.deadletter"])
+      this.addEventListener(name, (ev) => { try { window.heard.push(JSON.parse(ev.data)); } catch (_) { /* no */ } });
+  } };
+})()"""
+
+
+def heard(api, page, case_id):
+    """Wait until the page has heard the push of the case's latest change."""
+    ts = api.store.get(case_id)["updated_at"]
+    page.wait_for_function("([id, ts]) => window.heard.some((c) => c.id === id && c.updated_at >= ts)",
+                           arg=[case_id, ts])

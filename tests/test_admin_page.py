@@ -27,7 +27,11 @@ def click_at(page, fx, fy, **kw):
 def drag_vertex(page, index, fx, fy):
     """Drag corner ``index`` of the polygon being drawn to (fx, fy), fractions of the picture."""
     box = page.locator("#draw").bounding_box()
-    vtx = page.locator(f'#draw circle.vtx[data-vtx="{index}"]').bounding_box()
+    # measured in one go: once the camera is saved the page redraws the corners every second (live count), and a
+    # locator's bounding_box() of a corner replaced between finding and measuring it is None
+    vtx = page.evaluate("""i => {
+        const r = document.querySelector(`#draw circle.vtx[data-vtx="${i}"]`).getBoundingClientRect();
+        return {x: r.x, y: r.y, width: r.width, height: r.height}; }""", index)
     page.mouse.move(vtx["x"] + vtx["width"] / 2, vtx["y"] + vtx["height"] / 2)
     page.mouse.down()
     page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"], steps=5)

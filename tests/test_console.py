@@ -1,13 +1,16 @@
 """Operator console additions in Chromium: camera wall with health and live links, the map of grids and cameras
 coloured by open alerts (pushed), and keyboard triage on the selected card.
 """
+import re
 import time
 
 import pytest
 from conftest import SHOTS
+from playwright.sync_api import expect
 
 from gridwatch.telemetry import Telemetry
 
+WAIT_MS = 10000  # expect()'s own default is 5 s; the pages' is 10 s (conftest.browser_page)
 RING = [[121.39, 31.19], [121.41, 31.19], [121.41, 31.21], [121.39, 31.21], [121.39, 31.19]]
 
 
@@ -35,11 +38,12 @@ def test_wall_map_and_keyboard_triage(api, make_case, console):
     assert "with problems 1" in page.locator('[data-role="camera-summary"]').inner_text()
 
     # the map: the grid's outline and the camera, coloured by the open crowd; the down camera grey
+    # (the map is drawn as soon as its outlines are in, and redrawn as the alert list and the cameras' health arrive)
     grid = page.locator('#map [data-grid-id="g-2"]')
-    grid.wait_for()
-    assert grid.get_attribute("data-alert") == "crowding"
+    expect(grid).to_have_attribute("data-alert", "crowding", timeout=WAIT_MS)
     dot = page.locator('#map [data-camera-id="cam-1"]')
-    assert dot.get_attribute("data-alert") == "crowding" and "down" in dot.get_attribute("class")
+    expect(dot).to_have_attribute("data-alert", "crowding", timeout=WAIT_MS)
+    expect(dot).to_have_class(re.compile(r"\bdown\b"), timeout=WAIT_MS)
     assert page.locator('#map [data-grid-id="g-1"]').count() == 0  # no outline configured
     # a fight arrives: pushed, the map turns red without a reload
     fight = make_case(kind="conflict", count=2)

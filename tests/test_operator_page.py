@@ -6,13 +6,14 @@ import time
 
 import pytest
 
-from conftest import shot
-
+from conftest import HEAR, heard, shot
 
 
 @pytest.fixture
 def page(api, browser_page):
-    return browser_page(cookies=api.cookies_for("op"))  # logged in as the operator
+    page = browser_page(cookies=api.cookies_for("op"))  # logged in as the operator
+    page.add_init_script(HEAR)
+    return page
 
 
 def test_operator_sees_pushed_alerts_and_triages_them(api, make_case, page):
@@ -27,12 +28,16 @@ def test_operator_sees_pushed_alerts_and_triages_them(api, make_case, page):
     card.wait_for()
     assert card.get_attribute("data-state") == "new"
     assert page.locator("#feed [data-case-id]").first.get_attribute("data-case-id") == new["id"]  # newest on top
-    img = card.locator("img").first
-    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=img.element_handle())
+    # (looked up afresh on each poll: a handle would hold on to an image the page has replaced by rebuilding the card,
+    # and a lazy image that is no longer in the page never loads)
+    page.wait_for_function("s => { const i = document.querySelector(s); return i && i.complete && i.naturalWidth > 0; }",
+                           arg=f'[data-case-id="{new["id"]}"] img')
 
-    # acknowledge, then dispatch to a worker, from the buttons
+    # acknowledge, then dispatch to a worker, from the buttons; before each click, the push of the last change is in
+    # (the answer to the POST shows the new state, the push of the same change rebuilds the card again)
     card.locator('[data-action="acknowledge"]').click()
     page.wait_for_selector(f'[data-case-id="{new["id"]}"][data-state="acknowledged"]')
+    heard(api, page, new["id"])
     card = page.locator(f'[data-case-id="{new["id"]}"]')
     card.locator('[data-action="dispatch"]').click()
     card.locator('[data-role="worker"]').fill("w-zhao")
@@ -46,16 +51,20 @@ def test_operator_sees_pushed_alerts_and_triages_them(api, make_case, page):
     shot(page, "operator-triage")
 
     # the worker is on site, reassigned, then a verdict, then close
+    heard(api, page, new["id"])
     page.locator(f'[data-case-id="{new["id"]}"] [data-action="arrive"]').click()
     page.wait_for_selector(f'[data-case-id="{new["id"]}"][data-state="on_site"]')
+    heard(api, page, new["id"])
     card = page.locator(f'[data-case-id="{new["id"]}"]')
     card.locator('[data-action="reassign"]').click()
     card.locator('[data-role="worker"]').fill("w-qian")
     card.locator('[data-role="send"]').click()
     page.wait_for_selector(f'[data-case-id="{new["id"]}"][data-state="dispatched"] [data-role="worker-name"]:text("w-qian")')
+    heard(api, page, new["id"])
     page.locator(f'[data-case-id="{new["id"]}"] [data-action="not_found"]').click()
     page.wait_for_selector(f'[data-case-id="{new["id"]}"][data-state="resolved"]')
     assert page.locator(f'[data-case-id="{new["id"]}"] [data-role="verdict"]').inner_text() == "not found"
+    heard(api, page, new["id"])
     page.locator(f'[data-case-id="{new["id"]}"] [data-action="close"]').click()
     page.wait_for_selector(f'[data-case-id="{new["id"]}"][data-state="closed"]')
     got = api.store.get(new["id"])

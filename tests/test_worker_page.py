@@ -6,7 +6,8 @@ Real uvicorn, real Redis, real Chromium (Debian's, headless, via Playwright). Sc
 import cv2
 import numpy as np
 import pytest
-from conftest import shot
+from conftest import HEAR, WAIT_MS, heard, shot
+from playwright.sync_api import expect
 
 PHONE = {"width": 390, "height": 844}
 
@@ -18,16 +19,24 @@ def phone(api, browser_page):
                         has_touch=True)
 
 
+def open_worker_page(api, page):
+    """Open /worker and wait until it is settled: pushes reach it, its first list load is done (what it learns after
+    that is news, announced) and it knows the worker's grid (new cases are announced for the chosen grid only)."""
+    page.add_init_script(HEAR)
+    page.goto(f"{api.base_url}/worker")
+    page.wait_for_function("document.querySelector('#live').dataset.state === 'live'")
+    page.wait_for_function("window.streamReady > 0")
+    page.wait_for_function("!document.querySelector('#mine').innerText.includes('loading')")
+    expect(page.locator("#grid")).to_have_value("g-2", timeout=WAIT_MS)
+
+
 def no_sideways_scroll(page):
     return page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
 
 
 def test_worker_takes_accepts_arrives_and_resolves_with_note_and_photo(api, make_case, phone):
     page = phone
-    page.goto(f"{api.base_url}/worker")
-    page.wait_for_function("document.querySelector('#live').dataset.state === 'live'")
-    # the event stream and the first list load race each other; wait for both, then assert
-    page.wait_for_function("!document.querySelector('#mine').innerText.includes('loading')")
+    open_worker_page(api, page)
     assert page.locator("#mine").inner_text().strip() == "No open cases."
 
     # a new case in the worker's grid: announced on the page (pushed, not polled)
@@ -40,8 +49,9 @@ def test_worker_takes_accepts_arrives_and_resolves_with_note_and_photo(api, make
     notice.locator('[data-role="take-notice"]').click()
     offered = page.locator(f'#offered [data-case-id="{case["id"]}"]')
     offered.wait_for()
-    img = offered.locator('[data-role="snapshot"]')
-    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=img.element_handle())
+    # (looked up afresh on each poll: a handle would hold on to an image the page has replaced by re-rendering)
+    page.wait_for_function("s => { const i = document.querySelector(s); return i && i.complete && i.naturalWidth > 0; }",
+                           arg=f'#offered [data-case-id="{case["id"]}"] [data-role="snapshot"]')
     assert "31.200000,121.400000" in offered.locator('[data-role="location"]').inner_text()
     assert offered.locator('[data-role="map"]').get_attribute("href").startswith("geo:31.200000,121.400000")
     assert no_sideways_scroll(page)
@@ -56,10 +66,12 @@ def test_worker_takes_accepts_arrives_and_resolves_with_note_and_photo(api, make
     assert api.store.pending("g-2") == []  # the delivery is acknowledged
     assert page.locator("#offered [data-case-id]").count() == 0
 
+    heard(api, page, case["id"])  # the answer showed the card; the push of the same change re-renders it
     card.locator('[data-action="arrive"]').click()
     card = page.locator(f'#mine [data-case-id="{case["id"]}"][data-state="on_site"]')
     card.wait_for()
     assert api.store.get(case["id"])["state"] == "on_site"
+    heard(api, page, case["id"])
 
     # resolve without a verdict: the error is next to the choice, nothing is sent
     card.locator('[data-action="resolve"]').click()
@@ -80,7 +92,8 @@ def test_worker_takes_accepts_arrives_and_resolves_with_note_and_photo(api, make
     shot(page, "worker-resolving", full_page=True)
     card.locator('[data-action="resolve"]').click()
     page.wait_for_selector(f'#mine [data-case-id="{case["id"]}"]', state="detached")
-    assert "resolved" in page.locator('[data-role="notice"]').inner_text()
+    # the push of the resolve may remove the card before the answer to the POST, which says "resolved", is read
+    expect(page.locator('[data-role="notice"]')).to_contain_text("resolved", timeout=WAIT_MS)
     got = api.store.get(case["id"])
     assert got["state"] == "resolved" and got["verdict"] == "confirmed"
     assert len(got["photos"]) == 1 and api.evidence.path(got["photos"][0]) is not None
@@ -91,14 +104,15 @@ def test_worker_takes_accepts_arrives_and_resolves_with_note_and_photo(api, make
 
 def test_case_sent_by_an_operator_appears_and_a_bad_photo_is_refused(api, make_case, phone):
     page = phone
-    page.goto(f"{api.base_url}/worker")
-    page.wait_for_function("document.querySelector('#live').dataset.state === 'live'")
+    # settled first: a case sent before the stream's start is pinned, or listed by the first list load, would count
+    # as there before the page opened, and not be announced
+    open_worker_page(api, page)
     case = make_case(kind="conflict", count=3)
     api.store.transition(case["id"], "acknowledge", "op-1")
     api.store.transition(case["id"], "dispatch", "op-1", worker="w1")
     card = page.locator(f'#mine [data-case-id="{case["id"]}"][data-state="dispatched"]')
     card.wait_for()
-    assert "sent to you" in page.locator('[data-role="notice"]').inner_text()
+    expect(page.locator('[data-role="notice"]')).to_contain_text("sent to you", timeout=WAIT_MS)
     assert "fight" in card.inner_text().lower()
     assert no_sideways_scroll(page)
     shot(page, "worker-dispatched", full_page=True)
@@ -116,3 +130,42 @@ def test_case_sent_by_an_operator_appears_and_a_bad_photo_is_refused(api, make_c
     # reassigned to someone else: it leaves this worker's list
     api.store.transition(case["id"], "reassign", "op-1", worker="w-zhou")
     page.wait_for_selector(f'#mine [data-case-id="{case["id"]}"]', state="detached")
+
+
+def test_a_push_while_the_worker_types_keeps_the_note_and_the_cursor(api, make_case, phone):
+    """An operator's change lands while the worker writes the note: the card re-renders, the typing goes on."""
+    page = phone
+    case = make_case(kind="conflict", count=3)
+    api.store.transition(case["id"], "acknowledge", "op-1")
+    api.store.transition(case["id"], "dispatch", "op-1", worker="w1")
+    open_worker_page(api, page)
+    page.locator(f'#mine [data-case-id="{case["id"]}"] summary').click()  # open the card
+    note = page.locator(f'#mine [data-case-id="{case["id"]}"] [data-role="note"]')
+    note.click()
+    page.keyboard.type("two men ")
+    api.store.add_note(case["id"], "op-1", "police informed")  # a new version of the case: pushed, re-rendered
+    heard(api, page, case["id"])
+    page.keyboard.type("separated")
+    expect(note).to_have_value("two men separated", timeout=WAIT_MS)
+
+
+def test_the_echo_of_the_workers_own_action_leaves_the_card_alone(api, make_case, phone):
+    """A push of the version the page already shows (the echo of its own action) leaves the card, the same node."""
+    import json
+
+    page = phone
+    case = make_case(kind="conflict", count=3)
+    api.store.transition(case["id"], "acknowledge", "op-1")
+    api.store.transition(case["id"], "dispatch", "op-1", worker="w1")
+    open_worker_page(api, page)
+    page.locator(f'#mine [data-case-id="{case["id"]}"] summary').click()  # open the card
+    page.locator(f'#mine [data-case-id="{case["id"]}"] [data-action="arrive"]').click()
+    card = page.locator(f'#mine [data-case-id="{case["id"]}"][data-state="on_site"]')
+    card.wait_for()
+    heard(api, page, case["id"])
+    card.evaluate("el => { el.dataset.marked = 'yes'; }")
+    # the same version once more, as the stream would deliver it again (the order of answer and push varies)
+    n = page.evaluate("id => window.heard.filter((c) => c.id === id).length", case["id"])
+    api.store.r.xadd(api.store.events_stream, {"type": "case.updated", "case": json.dumps(api.store.get(case["id"]))})
+    page.wait_for_function("([id, n]) => window.heard.filter((c) => c.id === id).length > n", arg=[case["id"], n])
+    assert card.get_attribute("data-marked") == "yes"  # (the page's handler of that push has run: same event, after ours)
