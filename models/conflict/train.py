@@ -200,6 +200,10 @@ def cross_validate(clips: list[Clip], X, owner, ends, kind: str, folds: int = 5,
 
     y_clip = np.array([c.label for c in clips])
     groups = np.array([c.group for c in clips])
+    folds = min(folds, len(set(groups)))  # a small folder: one fold per block of clip numbers
+    if folds < 2:
+        raise SystemExit(f"cross-validation needs clips from 2 blocks of {BLOCK} clip numbers or more; "
+                         f"all {len(clips)} clips are in one")
     fired, when = np.zeros(len(clips), bool), np.full(len(clips), np.nan)
     for train_c, test_c in GroupKFold(n_splits=folds).split(np.zeros(len(clips)), y_clip, groups):
         tr = np.isin(owner, train_c)
