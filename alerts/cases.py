@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from dataclasses import dataclass, fields, replace
 from typing import Literal
@@ -155,6 +156,7 @@ class CaseStore:
         self._attach = client.register_script(lua.ATTACH)
         self._reindex = client.register_script(lua.REINDEX)
         self._indexed = False
+        self._index_lock = threading.Lock()  # one backfill per process, however many requests arrive meanwhile
 
     def with_policy(self, policy: AlertsConfig) -> "CaseStore":
         """The same queue, under the time limits and delivery rules of a config."""
@@ -518,14 +520,17 @@ class CaseStore:
         """Index cases written before the list indexes existed (once per database); returns how many."""
         if self._indexed:
             return 0
-        marker, n = self.k("cases", "indexed"), 0
-        if not self.r.exists(marker):
-            start = 0
-            while ids := self.r.zrange(self.k("cases"), start, start + batch - 1):
-                n += self._reindex(args=[self.p, *ids])
-                start += batch
-            self.r.set(marker, "1")
-        self._indexed = True
+        with self._index_lock:
+            if self._indexed:
+                return 0
+            marker, n = self.k("cases", "indexed"), 0
+            if not self.r.exists(marker):
+                start = 0
+                while ids := self.r.zrange(self.k("cases"), start, start + batch - 1):
+                    n += self._reindex(args=[self.p, *ids])
+                    start += batch
+                self.r.set(marker, "1")
+            self._indexed = True
         return n
 
     def zone_report(self) -> list[dict]:
