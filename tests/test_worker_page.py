@@ -3,6 +3,8 @@
 Real uvicorn, real Redis, real Chromium (Debian's, headless, via Playwright). Screenshots in var/test-screenshots/.
 """
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -132,14 +134,20 @@ def test_case_sent_by_an_operator_appears_and_a_bad_photo_is_refused(api, make_c
     page.wait_for_selector(f'#mine [data-case-id="{case["id"]}"]', state="detached")
 
 
-def test_a_push_while_the_worker_types_keeps_the_note_and_the_cursor(api, make_case, phone):
-    """An operator's change lands while the worker writes the note: the card re-renders, the typing goes on."""
-    page = phone
+def open_with_a_case_sent_to_me(api, make_case, page) -> dict:
+    """A fight case an operator sent to w1, and w1's page open on it."""
     case = make_case(kind="conflict", count=3)
     api.store.transition(case["id"], "acknowledge", "op-1")
     api.store.transition(case["id"], "dispatch", "op-1", worker="w1")
     open_worker_page(api, page)
     page.locator(f'#mine [data-case-id="{case["id"]}"] summary').click()  # open the card
+    return case
+
+
+def test_a_push_while_the_worker_types_keeps_the_note_and_the_cursor(api, make_case, phone):
+    """An operator's change lands while the worker writes the note: the card re-renders, the typing goes on."""
+    page = phone
+    case = open_with_a_case_sent_to_me(api, make_case, page)
     note = page.locator(f'#mine [data-case-id="{case["id"]}"] [data-role="note"]')
     note.click()
     page.keyboard.type("two men ")
@@ -151,14 +159,8 @@ def test_a_push_while_the_worker_types_keeps_the_note_and_the_cursor(api, make_c
 
 def test_the_echo_of_the_workers_own_action_leaves_the_card_alone(api, make_case, phone):
     """A push of the version the page already shows (the echo of its own action) leaves the card, the same node."""
-    import json
-
     page = phone
-    case = make_case(kind="conflict", count=3)
-    api.store.transition(case["id"], "acknowledge", "op-1")
-    api.store.transition(case["id"], "dispatch", "op-1", worker="w1")
-    open_worker_page(api, page)
-    page.locator(f'#mine [data-case-id="{case["id"]}"] summary').click()  # open the card
+    case = open_with_a_case_sent_to_me(api, make_case, page)
     page.locator(f'#mine [data-case-id="{case["id"]}"] [data-action="arrive"]').click()
     card = page.locator(f'#mine [data-case-id="{case["id"]}"][data-state="on_site"]')
     card.wait_for()
