@@ -5,12 +5,11 @@ import re
 import time
 
 import pytest
-from conftest import SHOTS
+from conftest import SHOTS, WAIT_MS
 from playwright.sync_api import expect
 
 from gridwatch.telemetry import Telemetry
 
-WAIT_MS = 10000  # expect()'s own default is 5 s; the pages' is 10 s (conftest.browser_page)
 RING = [[121.39, 31.19], [121.41, 31.19], [121.41, 31.21], [121.39, 31.21], [121.39, 31.19]]
 
 

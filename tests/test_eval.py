@@ -27,22 +27,19 @@ def test_setup_names_parse_back():
     assert (s.model, s.imgsz, s.tiles, s.name) == ("yolov10n.pt", 960, 2, "yolov10n@960+tiles2x2")
 
 
-@pytest.mark.slow
-def test_eval_detect_on_pets(shared_data, tmp_path):
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "eval.py"), "detect", "--data",
-                          str(shared_data / "pets-s2l1"), "--every", "40", "--setups", "yolov10n.pt@640",
-                          "--results", str(tmp_path)], capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    r = json.loads(out.stdout.strip().splitlines()[-1])
-    assert r["recall"] > 0.8 and r["precision"] > 0.75  # plain yolov10n@640 scores about 0.92 / 0.87 here
-    assert {row["setup"] for row in r["table"]} >= {"yolov10n@640"}
-
-
 def _run_eval(*args) -> dict:
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "eval.py"), *map(str, args)],
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])  # the last line is the result
+
+
+@pytest.mark.slow
+def test_eval_detect_on_pets(shared_data, tmp_path):
+    r = _run_eval("detect", "--data", shared_data / "pets-s2l1", "--every", "40", "--setups", "yolov10n.pt@640",
+                  "--results", tmp_path)
+    assert r["recall"] > 0.8 and r["precision"] > 0.75  # plain yolov10n@640 scores about 0.92 / 0.87 here
+    assert {row["setup"] for row in r["table"]} >= {"yolov10n@640"}
 
 
 @pytest.mark.slow

@@ -34,7 +34,8 @@ def test_operator_sees_pushed_alerts_and_triages_them(api, make_case, page):
                            arg=f'[data-case-id="{new["id"]}"] img')
 
     # acknowledge, then dispatch to a worker, from the buttons; before each click, the push of the last change is in
-    # (the answer to the POST shows the new state, the push of the same change rebuilds the card again)
+    # (the answer to the POST and the push of the same change come in either order, and the answer always rebuilds
+    # the card, to clear its busy state: a click between the two could land on the card being replaced)
     card.locator('[data-action="acknowledge"]').click()
     page.wait_for_selector(f'[data-case-id="{new["id"]}"][data-state="acknowledged"]')
     heard(api, page, new["id"])

@@ -68,7 +68,7 @@ def test_worker_takes_accepts_arrives_and_resolves_with_note_and_photo(api, make
     assert api.store.pending("g-2") == []  # the delivery is acknowledged
     assert page.locator("#offered [data-case-id]").count() == 0
 
-    heard(api, page, case["id"])  # the answer showed the card; the push of the same change re-renders it
+    heard(api, page, case["id"])  # answer and push of the same change come in either order; the answer re-renders
     card.locator('[data-action="arrive"]').click()
     card = page.locator(f'#mine [data-case-id="{case["id"]}"][data-state="on_site"]')
     card.wait_for()
