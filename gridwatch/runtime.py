@@ -194,7 +194,7 @@ class Pipeline:
         self.slots = {c.id: FrameSlot(self.wake) for c in cams}
         self.readers = {c.id: self._reader(c) for c in cams}
         self.telemetry = Telemetry(store.r, store.p)
-        self.analysers = {c.id: CameraAnalyser(c) for c in cams}
+        self.analysers = {c.id: CameraAnalyser(c, detector=cfg.detector) for c in cams}
         self._reconfig_lock = threading.Lock()
         self.zone_counts: dict[tuple[str, str], int] = {}
         det = cfg.detector
@@ -234,10 +234,11 @@ class Pipeline:
                 before = old.get(cid)
                 if before is None:
                     self.slots.setdefault(cid, FrameSlot(self.wake))
-                    self.analysers[cid] = CameraAnalyser(cam)
+                    self.analysers[cid] = CameraAnalyser(cam, detector=cfg.detector)
                     changes["added"].append(cid)
                 elif (before.zones, before.perspective_check, before.fps) != (cam.zones, cam.perspective_check, cam.fps):
-                    self.analysers[cid] = CameraAnalyser(cam)  # new rules (or check, or tracker rate): a clean state
+                    # new rules (or check, or tracker rate): a clean state
+                    self.analysers[cid] = CameraAnalyser(cam, detector=cfg.detector)
                     changes["rezoned"].append(cid)
                 if before is None or (before.url, before.fps) != (cam.url, cam.fps):
                     if cid in self.readers:

@@ -110,3 +110,65 @@ def test_cuda_batch_fits_memory_and_agrees_with_cpu(images):
         if len(d) and len(ref):
             matched += int((iou(ref.xyxy, d.xyxy).max(axis=1) >= 0.9).sum())
     assert matched / total >= 0.95
+
+
+@pytest.fixture(scope="module")
+def person_crops(images) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
+    """(frame, crop window) around the three most confident people of each frame, as the conflict observer crops."""
+    from vision.conflict.observe import crop_window
+
+    out = []
+    for im, d in zip(images, detector("torch").detect(images)):
+        for i in np.argsort(-d.confidence)[:3]:
+            out.append((im, crop_window(d.xyxy[i:i + 1], (im.shape[1], im.shape[0]))))
+    return out
+
+
+def test_crop_pose_is_ultralytics_pose_on_the_inference_core(person_crops):
+    """The conflict monitor's pose runs on PersonDetector: on torch it finds what ultralytics' pose predict finds,
+    boxes and keypoints, back in frame pixels."""
+    from ultralytics import YOLO
+
+    from vision.conflict.observe import CropPose
+
+    weights = resolve_weights("yolo11n-pose.pt")
+    ours, model = CropPose(weights, backend="torch", export_dir=EXPORTS), YOLO(str(weights))
+    people = 0
+    for im, (x1, y1, x2, y2) in person_crops:
+        boxes, kp, conf = ours.run(im, [(x1, y1, x2, y2)])[0]
+        r = model.predict(np.ascontiguousarray(im[y1:y2, x1:x2]), imgsz=ours.imgsz, conf=0.2, classes=[0],
+                          device="cpu", verbose=False)[0]
+        assert len(boxes) == len(r.boxes)
+        if not len(boxes):
+            continue
+        people += len(boxes)
+        order = np.argsort(-conf)
+        ref_order = np.argsort(-r.boxes.conf.numpy())
+        shift = np.array([x1, y1], np.float32)
+        assert np.abs(boxes[order] - r.boxes.xyxy.numpy()[ref_order] - np.tile(shift, 2)).max() <= 1.0
+        ref_kp = r.keypoints.data.numpy()[ref_order]
+        assert np.abs(kp[order][..., :2] - ref_kp[..., :2] - shift).max() <= 1.0
+        assert np.abs(kp[order][..., 2] - ref_kp[..., 2]).max() <= 0.01
+    assert people >= 10  # the crops hold people: the comparison above is not vacuous
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "torch"])
+def test_crop_pose_agrees_with_torch(backend, person_crops):
+    """The other runtimes find the same people and put their joints within a few pixels of torch's."""
+    from vision.conflict.observe import CropPose
+
+    weights = resolve_weights("yolo11n-pose.pt")
+    ours, ref = CropPose(weights, backend=backend, export_dir=EXPORTS), CropPose(weights, backend="torch")
+    matched = total = 0
+    for im, window in person_crops:
+        (b, kp, _), (rb, rkp, _) = ours.run(im, [window])[0], ref.run(im, [window])[0]
+        total += len(rb)
+        if len(b) and len(rb):
+            m = iou(rb, b)
+            for i, j in enumerate(m.argmax(axis=1)):
+                if m[i, j] >= 0.9:
+                    matched += 1
+                    seen = rkp[i, :, 2] > 0.5
+                    assert np.abs(kp[j, seen, :2] - rkp[i, seen, :2]).max() <= 4.0
+    assert total >= 10
+    assert matched / total >= 0.9, f"{matched}/{total} torch people found again at IoU 0.9"

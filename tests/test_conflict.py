@@ -154,7 +154,7 @@ def test_a_faster_camera_is_thinned_to_the_models_rate():
     """At 10 analysed frames/s the monitor observes every other frame: the features keep their trained meaning."""
     from vision import Detections
 
-    model = ConflictModel.load(ROOT / "models" / "conflict" / "conflict-v2.json")
+    model = ConflictModel.load(ROOT / "models" / "conflict" / "conflict-v3.json")
     mon = ConflictMonitor("cam", "z", ConflictRule(enabled=True), model, pose=None)
     img = np.zeros((120, 160, 3), np.uint8)
     seen = []

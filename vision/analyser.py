@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from gridwatch.config import Camera, Zone
+from gridwatch.config import Camera, DetectorConfig, Zone
 
 from .conflict.model import ConflictModel
 from .conflict.monitor import ConflictMonitor, shared_pose
@@ -96,12 +96,14 @@ class CameraAnalyser:
     first camera with a conflict zone).
     """
 
-    def __init__(self, camera: Camera, conflict_model: ConflictModel | None = None, pose: CropPose | None = None):
+    def __init__(self, camera: Camera, conflict_model: ConflictModel | None = None, pose: CropPose | None = None,
+                 detector: DetectorConfig | None = None):
         self.camera_id = camera.id
         self.perspective = PerspectiveCheck() if camera.perspective_check else None
         self.tracker = ByteTracker(fps=camera.fps)
         if pose is None and any(z.conflict.enabled for z in camera.zones):
-            pose = shared_pose()
+            d = detector or DetectorConfig()  # pose runs where and as the detector does
+            pose = shared_pose(d.device, d.backend, d.export_dir)
         self.zones = [ZoneAnalyser(camera.id, z, conflict_model, pose) for z in camera.zones]
 
     def analyse(self, frame: Frame, detections: Detections) -> Analysis:

@@ -60,6 +60,14 @@ class Letterbox:
         np.clip(out[:, 1::2], 0, h, out=out[:, 1::2])
         return out
 
+    def points_to_source(self, points: np.ndarray) -> np.ndarray:
+        """Keypoints (N, K, 3: x, y, visibility) in canvas pixels -> in the source frame (x, y clipped to it)."""
+        out = points.astype(np.float32, copy=True)
+        h, w = self.src_hw
+        out[..., 0] = np.clip((out[..., 0] - self.left) / self.ratio, 0, w)
+        out[..., 1] = np.clip((out[..., 1] - self.top) / self.ratio, 0, h)
+        return out
+
 
 def make_canvas(images: list[np.ndarray], boxes: list[Letterbox]) -> np.ndarray:
     """BGR uint8 frames of one canvas shape -> the letterboxed batch, uint8 (B, H, W, 3) BGR.

@@ -15,12 +15,14 @@ from streams.frame import Frame  # noqa: F401  (re-exported: frames are the firs
 
 @dataclass(slots=True)
 class Detections:
-    """N boxes of one frame: pixel ``xyxy``, confidence, class and (after tracking) track id."""
+    """N boxes of one frame: pixel ``xyxy``, confidence, class, (after tracking) track id and (from a pose model)
+    keypoints, (N, K, 3) pixel x, y and visibility."""
 
     xyxy: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     confidence: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
     class_id: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int32))
     tracker_id: np.ndarray | None = None
+    keypoints: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.xyxy)
@@ -29,6 +31,7 @@ class Detections:
         return Detections(
             self.xyxy[index], self.confidence[index], self.class_id[index],
             None if self.tracker_id is None else self.tracker_id[index],
+            None if self.keypoints is None else self.keypoints[index],
         )
 
     @property

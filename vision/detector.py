@@ -112,8 +112,12 @@ class PersonDetector:
                                        max_time_img=60.0)  # never cut short: a slow moment must not lose people
             for i, det in zip(idx, kept):
                 det = det.float().cpu().numpy()
-                out[i] = Detections(inferred.boxes[i].to_source(det[:, :4].astype(np.float32)),
-                                    det[:, 4].astype(np.float32), det[:, 5].astype(np.int32))
+                box = inferred.boxes[i]
+                kp = None
+                if self.task == "pose":  # NMS keeps the keypoints after box, confidence and class
+                    kp = box.points_to_source(det[:, 6:].reshape(len(det), KEYPOINT_CHANNELS["pose"] // 3, 3))
+                out[i] = Detections(box.to_source(det[:, :4].astype(np.float32)), det[:, 4].astype(np.float32),
+                                    det[:, 5].astype(np.int32), keypoints=kp)
         return out  # type: ignore[return-value]
 
     def detect(self, images: list[np.ndarray]) -> list[Detections]:

@@ -1,6 +1,6 @@
-"""Train the conflict classifier shipped as models/conflict/conflict-v2.json.
+"""Train the conflict classifier shipped as models/conflict/conflict-v3.json.
 
-    python models/conflict/train.py --data ../shared/data/fight-dev [--out models/conflict/conflict-v2.json]
+    python models/conflict/train.py --data ../shared/data/fight-dev [--out models/conflict/conflict-v3.json]
 
 Each clip is sampled at ``SAMPLE_FPS``, run through the shipped person detector
 (yolov10n at 640, confidence 0.25) and ``vision.conflict.Observer`` (pose on
@@ -34,7 +34,7 @@ SAMPLE_FPS = 5.0
 WINDOW_S = 1.5
 BLOCK = 10  # clip numbers per CV group: fi031 and nofi038 share block 3
 CACHE = ROOT / "var" / "cache" / "conflict"
-OBSERVER_VERSION = "obs-v4"  # bump when observe.py changes what it measures
+OBSERVER_VERSION = "obs-v5"  # bump when observe.py changes what it measures
 
 
 @dataclass(frozen=True)
@@ -225,7 +225,7 @@ def cross_validate(clips: list[Clip], X, owner, ends, kind: str, folds: int = 5,
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "fight-dev")
-    ap.add_argument("--out", type=Path, default=ROOT / "models" / "conflict" / "conflict-v2.json")
+    ap.add_argument("--out", type=Path, default=ROOT / "models" / "conflict" / "conflict-v3.json")
     ap.add_argument("--kind", choices=["logistic", "trees"], default="trees")
     ap.add_argument("--threshold", type=float, default=0.5)
     ap.add_argument("--hold", type=int, default=1)
@@ -238,7 +238,8 @@ def main() -> int:
     params = fit(args.kind, X, y[owner])
     meta = {"trained_on": f"{args.data.name}: {int(y.sum())} fight + {int((y == 0).sum())} no-fight clips",
             "windows": int(len(X)), "cv": cv, "detector": "yolov10n.pt@640 conf 0.25",
-            "pose": "yolo11n-pose.pt @256 on the fastest-moving crop of a close group or moving region, 1 per frame",
+            "pose": "yolo11n-pose.pt @256 on the fastest-moving crop of a close group or moving region, 1 per frame, "
+                    "on the detector's inference core (OpenVINO on a CPU)",
             "observer": OBSERVER_VERSION, "trained": time.strftime("%Y-%m-%d")}
     make_model(args.kind, params, args.threshold, args.hold, meta).save(args.out)
     print(json.dumps({"model": str(args.out.relative_to(ROOT)), **cv}))

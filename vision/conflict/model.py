@@ -16,7 +16,7 @@ import numpy as np
 
 from .features import FEATURE_NAMES
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "conflict" / "conflict-v2.json"
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "conflict" / "conflict-v3.json"
 
 
 @dataclass

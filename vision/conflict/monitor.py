@@ -22,16 +22,13 @@ def shared_model(path: Path = DEFAULT_MODEL) -> ConflictModel:
     return ConflictModel.load(path)
 
 
-@lru_cache(maxsize=2)
-def shared_pose(device: str = "auto") -> CropPose:
-    """One pose model per process and device, shared by every camera's monitor (it is stateless)."""
+@lru_cache(maxsize=4)
+def shared_pose(device: str = "auto", backend: str = "auto", export_dir: Path | None = None) -> CropPose:
+    """One pose model per process and runtime (the detector's device, backend and export cache), shared by every
+    camera's monitor (it is stateless)."""
     from models import resolve_weights
 
-    if device == "auto":
-        import torch
-
-        device = "cuda:0" if torch.cuda.is_available() else "cpu"
-    return CropPose(resolve_weights("yolo11n-pose.pt"), device=device)
+    return CropPose(resolve_weights("yolo11n-pose.pt"), device=device, backend=backend, export_dir=export_dir)
 
 
 class ConflictMonitor:

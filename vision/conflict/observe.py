@@ -9,7 +9,6 @@ the frame, read inside each person's box. The training script and the runtime
 """
 from __future__ import annotations
 
-import os
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,14 +84,21 @@ def crop_window(xyxy: np.ndarray, frame_wh: tuple[int, int], pad: float = 0.25) 
 
 
 class CropPose:
-    """yolo11n-pose on enlarged crops; all crops of a frame in one batched call."""
+    """yolo11n-pose on enlarged crops; all crops of a frame in one batched call.
 
-    def __init__(self, weights: Path, imgsz: int = 256, device: str = "cpu", max_crops: int = 1):
-        os.environ.setdefault("YOLO_OFFLINE", "1")
-        from ultralytics import YOLO
+    It runs on the detector's own inference core (``PersonDetector``: the same letterbox, backends and NMS), so on
+    a CPU it gets OpenVINO like the detector, about half the time of ultralytics' predict per crop (measured in
+    docs/accuracy.md); the torch backend gives ultralytics' predict's boxes and keypoints exactly (tested).
+    """
 
-        self.model = YOLO(str(weights))
-        self.imgsz, self.device, self.max_crops = imgsz, device, max_crops
+    def __init__(self, weights: Path, imgsz: int = 256, device: str = "cpu", max_crops: int = 1,
+                 backend: str = "auto", export_dir: Path | None = None):
+        from gridwatch.config import DetectorConfig
+        from vision.detector import PersonDetector
+
+        self.detector = PersonDetector(weights, DetectorConfig(imgsz=imgsz, confidence=0.2, device=device,
+                                                               backend=backend), export_root=export_dir)
+        self.imgsz, self.device, self.max_crops = imgsz, self.detector.device, max_crops
         self.calls = 0
         self.seconds = 0.0  # model time, for the "extra cost over detection" budget
 
@@ -106,19 +112,17 @@ class CropPose:
             return []
         crops = [np.ascontiguousarray(image[y1:y2, x1:x2]) for x1, y1, x2, y2 in windows]
         t0 = time.perf_counter()
-        results = self.model.predict(crops, imgsz=self.imgsz, conf=0.2, classes=[0], device=self.device, verbose=False)
+        found = self.detector.detect(crops)
         self.seconds += time.perf_counter() - t0
         self.calls += 1
         out = []
-        for (x1, y1, _, _), r in zip(windows, results):
-            if r.keypoints is None or len(r.boxes) == 0:
-                out.append((np.zeros((0, 4), np.float32), np.zeros((0, N_KP, 3), np.float32), np.zeros(0, np.float32)))
-                continue
-            kp = r.keypoints.data.cpu().numpy().astype(np.float32).copy()
+        for (x1, y1, _, _), d in zip(windows, found):
+            kp = d.keypoints if d.keypoints is not None else np.zeros((len(d), N_KP, 3), np.float32)
+            kp = kp.astype(np.float32, copy=True)
             kp[..., 0] += x1
             kp[..., 1] += y1
-            boxes = r.boxes.xyxy.cpu().numpy().astype(np.float32) + np.array([x1, y1, x1, y1], np.float32)
-            out.append((boxes, kp, r.boxes.conf.cpu().numpy().astype(np.float32)))
+            out.append((d.xyxy.astype(np.float32) + np.array([x1, y1, x1, y1], np.float32), kp,
+                        d.confidence.astype(np.float32)))
         return out
 
 
