@@ -557,24 +557,31 @@ def calm_alerts(T, videos: list[Path], model_path: Path) -> dict:
 
 def conflict_cost(T, clips, plaza: Path | None) -> dict:
     """Model time of pose (the conflict monitor's extra) over model time of detection, uncached, same process, in
-    the steady state (an untimed first pass builds every input shape, as a running camera has); and pose on the
-    inference core against ultralytics' own pose predict on the same crops (the way it ran before)."""
+    the steady state (an untimed first pass builds every input shape, as a running camera has), interleaved as at
+    run time; then the recorded pose requests replayed back to back: on the inference core against ultralytics'
+    own pose predict on the same crops (the way it ran before), and as 8 cameras' requests per call (``drive_all``,
+    the inference loop) against one call each."""
     from ultralytics import YOLO
+
+    from vision.conflict.observe import PoseRequest
 
     def timed(videos: list[Path], desc: str) -> dict:
         ob = T.ClipObserver()
         for v in videos:  # warm-up: first calls build the models and each new input shape
             ob.observe(v)
         ob.detect_s, ob.pose.seconds = 0.0, 0.0
-        crops, run = [], ob.pose.run
+        crops, asked, run = [], [], ob.pose.run
 
         def recording(image, windows):
             crops.extend(np.ascontiguousarray(image[y1:y2, x1:x2]) for x1, y1, x2, y2 in windows[: ob.pose.max_crops])
+            asked.append(PoseRequest(ob.pose, image, windows))
             return run(image, windows)
 
         ob.pose.run = recording
         for v in tqdm(videos, desc=f"cost: {desc}", unit="video", file=sys.stderr):
             ob.observe(v)
+        ob.pose.run = run  # recorded: the comparisons below replay the same requests
+        detect_s, pose_s = ob.detect_s, ob.pose.seconds  # before the replays add to them
         reference = YOLO(str(ob.pose.detector.weights))
 
         def predict(crop):
@@ -586,9 +593,20 @@ def conflict_cost(T, clips, plaza: Path | None) -> dict:
         for c in crops:
             predict(c)
         base = time.perf_counter() - t0
-        return {"videos": len(videos), "detect_s": ob.detect_s, "pose_s": ob.pose.seconds, "pose_crops": len(crops),
-                "pose_over_detection": ob.pose.seconds / max(ob.detect_s, 1e-9), "pose_backend": ob.pose.detector.backend_name,
-                "ultralytics_pose_s": base, "pose_speedup_over_ultralytics": base / max(ob.pose.seconds, 1e-9)}
+        t0 = time.perf_counter()
+        for r in asked:
+            ob.pose.run(r.image, r.windows)
+        one_each = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for k in range(0, len(asked), 8):
+            ob.pose.run_many(asked[k:k + 8])
+        eight = time.perf_counter() - t0
+        return {"pose_one_call_each_s": one_each, "pose_8_cameras_per_call_s": eight,
+                "pose_batching_speedup": one_each / max(eight, 1e-9),
+                "pose_speedup_over_ultralytics": base / max(one_each, 1e-9),  # both replayed back to back
+                "videos": len(videos), "detect_s": detect_s, "pose_s": pose_s, "pose_crops": len(crops),
+                "pose_over_detection": pose_s / max(detect_s, 1e-9), "pose_backend": ob.pose.detector.backend_name,
+                "ultralytics_pose_s": base}
 
     out = {"fight_clips": timed([c.path for c in clips], "fight clips")}
     if plaza is not None and Path(plaza).exists():

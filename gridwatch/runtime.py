@@ -20,6 +20,7 @@ from gridwatch.telemetry import Telemetry
 from streams import CameraReader, FrameSlot
 from vision.analyser import Analysis, CameraAnalyser
 from vision.batching import BatchPolicy, DynamicBatcher
+from vision.conflict.observe import drive_all
 from vision.detections import Detections, Frame
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,9 @@ class InferenceLoop(threading.Thread):
         return out
 
     def _deliver(self, frames: list[Frame], detections: list[Detections]) -> None:
-        for frame, dets in zip(frames, detections):
-            analysis = self.analysers[frame.camera_id].analyse(frame, dets)
+        # the cameras' analyses side by side, so the conflict rules' pose runs as one batch for the whole batch
+        analyses = drive_all([self.analysers[f.camera_id].analyse_steps(f, d) for f, d in zip(frames, detections)])
+        for frame, analysis in zip(frames, analyses):
             self.sink(analysis)
             self.latency_s.append(time.time() - frame.ts)
         self.frames += len(frames)

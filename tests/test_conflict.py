@@ -163,3 +163,32 @@ def test_a_faster_camera_is_thinned_to_the_models_rate():
         seen.append(mon._window[-1].ts)
     assert model.sample_fps == 5.0
     assert sorted(set(seen)) == [k / 10 for k in range(0, 30, 2)]  # 0.0, 0.2, 0.4 ...: 5 per second
+
+
+def test_a_batch_of_cameras_runs_pose_together_and_observes_the_same(shared_data):
+    """``drive_all`` (the inference loop's way): the cameras' pose crops of one round go to the model in one call,
+    and every camera observes what it observes alone."""
+    from gridwatch.config import DetectorConfig
+    from models import resolve_weights
+    from vision.conflict.observe import CropPose, Observer, drive_all
+    from vision.detector import PersonDetector
+
+    clips = [c for c in train.list_clips(shared_data / "fight-dev") if c.label == 1][:6]
+    frames = [list(train.sampled_frames(c.path)) for c in clips]
+    det = PersonDetector(resolve_weights("yolov10n.pt"), DetectorConfig(device="cpu", backend="torch"))
+    people = [[det.detect([img])[0] for _, img in f] for f in frames]
+    weights = resolve_weights("yolo11n-pose.pt")
+    alone_pose, together_pose = CropPose(weights, backend="torch"), CropPose(weights, backend="torch")
+    alone, together = [Observer(alone_pose) for _ in clips], [Observer(together_pose) for _ in clips]
+    n = min(len(f) for f in frames)
+    posed = 0
+    for k in range(n):
+        single = [o.observe(*frames[i][k], people[i][k]) for i, o in enumerate(alone)]
+        batched = drive_all([o.observe_steps(*frames[i][k], people[i][k]) for i, o in enumerate(together)])
+        for a, b in zip(single, batched):
+            assert a.xyxy.shape == b.xyxy.shape and np.abs(a.xyxy - b.xyxy).max(initial=0) <= 1.0
+            assert (a.has_pose == b.has_pose).all()
+            assert np.abs(a.keypoints[..., :2] - b.keypoints[..., :2]).max(initial=0) <= 1.0
+            posed += int(a.has_pose.sum())
+    assert posed >= 10  # pose ran on people in these fights: the comparison is not vacuous
+    assert together_pose.calls <= n < alone_pose.calls  # one call per round, not one per camera

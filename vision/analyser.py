@@ -10,7 +10,7 @@ from gridwatch.config import Camera, DetectorConfig, Zone
 
 from .conflict.model import ConflictModel
 from .conflict.monitor import ConflictMonitor, shared_pose
-from .conflict.observe import CropPose
+from .conflict.observe import CropPose, Steps, drive
 from .counting import CountCalibration
 from .detections import Detections, Frame, Incident, ZoneState
 from .perspective import PerspectiveCheck
@@ -66,6 +66,11 @@ class ZoneAnalyser:
              unchecked: Detections | None = None) -> tuple[ZoneState, list[Incident]]:
         """``unchecked``: the detections before the camera's perspective check, for the conflict rule (its model
         was trained on them, and a person falling or bent double is exactly a box of an unusual size)."""
+        return drive(self.steps(frame, detections, tracks, unchecked))
+
+    def steps(self, frame: Frame, detections: Detections, tracks: Detections,
+              unchecked: Detections | None = None) -> Steps[tuple[ZoneState, list[Incident]]]:
+        """``step`` as steps: the conflict rule's pose request is yielded (batched across cameras by the caller)."""
         people = self.candidates(detections, frame.wh)
         runs, ids = self.presence.update(frame.ts, people)
         settled = runs >= self.cfg.inertia
@@ -79,11 +84,14 @@ class ZoneAnalyser:
         if not self.active_hours(frame.ts):
             return state, [i for m in monitors if (i := m.stop(frame.ts, count)) is not None]
         out: list[Incident] = []
-        fighters = people if unchecked is None or self.conflict is None else self.candidates(unchecked, frame.wh)
         for monitor, observation in ((self.crowding, (count,)), (self.gathering, (count,)),
-                                     (self.loitering, (ids[settled].tolist(),)),
-                                     (self.conflict, (frame.image, fighters, self.pixel_mask(frame.wh)))):
+                                     (self.loitering, (ids[settled].tolist(),))):
             if monitor is not None and (inc := monitor.update(frame.ts, *observation)) is not None:
+                out.append(inc)
+        if self.conflict is not None:
+            fighters = people if unchecked is None else self.candidates(unchecked, frame.wh)
+            inc = yield from self.conflict.update_steps(frame.ts, frame.image, fighters, self.pixel_mask(frame.wh))
+            if inc is not None:
                 out.append(inc)
         return state, out
 
@@ -107,13 +115,17 @@ class CameraAnalyser:
         self.zones = [ZoneAnalyser(camera.id, z, conflict_model, pose) for z in camera.zones]
 
     def analyse(self, frame: Frame, detections: Detections) -> Analysis:
+        return drive(self.analyse_steps(frame, detections))
+
+    def analyse_steps(self, frame: Frame, detections: Detections) -> Steps[Analysis]:
+        """``analyse`` as steps: ``observe.drive_all`` runs a batch of cameras' steps with their pose batched."""
         unchecked = detections
         if self.perspective is not None:
             detections = self.perspective(detections, frame.wh)
         tracks = self.tracker.update(detections)
         states, incidents = [], []
         for zone in self.zones:
-            state, found = zone.step(frame, detections, tracks, unchecked)
+            state, found = yield from zone.steps(frame, detections, tracks, unchecked)
             states.append(state)
             incidents += found
         return Analysis(frame, detections, tracks, tuple(states), tuple(incidents))

@@ -13,7 +13,7 @@ from ..detections import Detections, Incident
 from ..rules import Gate
 from .features import window_features
 from .model import DEFAULT_MODEL, ConflictModel
-from .observe import CropPose, Observation, Observer
+from .observe import CropPose, Observation, Observer, Steps, drive
 
 
 @lru_cache(maxsize=4)
@@ -69,10 +69,16 @@ class ConflictMonitor:
         A camera analysed faster than the model's ``sample_fps`` is thinned to it: the features (flow between
         observations, speeds, changes) mean what they meant in training only at that rate.
         """
+        return drive(self.update_steps(ts, image, people, mask))
+
+    def update_steps(self, ts: float, image: np.ndarray, people: Detections, mask: np.ndarray | None = None
+                     ) -> Steps[Incident | None]:
+        """``update`` as steps (``observe.drive_all`` batches the pose of many cameras' steps)."""
         if self._last_ts is not None and ts - self._last_ts < 0.75 / self.model.sample_fps:
             return None
         self._last_ts = ts
-        return self.push(self.observer.observe(ts, image, people, mask))
+        ob = yield from self.observer.observe_steps(ts, image, people, mask)
+        return self.push(ob)
 
     def push(self, ob: Observation) -> Incident | None:
         """The rule on an observation already made (what ``update`` does after observing; replays use it)."""

@@ -6,12 +6,20 @@ to the pose model's input size: in a full surveillance frame yolo11n-pose misses
 most small people, in a crop around a close group it finds them. Motion is dense optical flow on a small grey copy of
 the frame, read inside each person's box. The training script and the runtime
 ``ConflictMonitor`` both go through ``Observer`` (one piece of code).
+
+Observing is a generator of steps (``observe_steps``): it yields a ``PoseRequest``
+where it needs pose and gets the answer sent back. ``drive`` answers at once (one
+frame: training, tests); ``drive_all`` advances the analyses of a whole inference
+batch together and answers each round's requests with one batched pose call, so
+at 492 cameras pose costs a few batched calls per batch, not one call per camera.
 """
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -87,8 +95,8 @@ class CropPose:
     """yolo11n-pose on enlarged crops; all crops of a frame in one batched call.
 
     It runs on the detector's own inference core (``PersonDetector``: the same letterbox, backends and NMS), so on
-    a CPU it gets OpenVINO like the detector, about half the time of ultralytics' predict per crop (measured in
-    docs/accuracy.md); the torch backend gives ultralytics' predict's boxes and keypoints exactly (tested).
+    a CPU it gets OpenVINO like the detector (measured against ultralytics' predict in docs/accuracy.md); the
+    torch backend gives ultralytics' predict's boxes and keypoints exactly (tested).
     """
 
     def __init__(self, weights: Path, imgsz: int = 256, device: str = "cpu", max_crops: int = 1,
@@ -98,32 +106,99 @@ class CropPose:
 
         self.detector = PersonDetector(weights, DetectorConfig(imgsz=imgsz, confidence=0.2, device=device,
                                                                backend=backend), export_root=export_dir)
+        if self.detector.backend_name == "openvino":
+            # OpenVINO builds each new (batch, height, width) input once, ~120 ms and ~20 MB each (measured), and
+            # crops come in ~15 canvas shapes: one crop per request keeps that at 15 builds, where batches of any
+            # size would multiply it (batching 8 cameras' crops measured no faster on a CPU anyway: 0.93x)
+            self.detector.batch_limit = 1
         self.imgsz, self.device, self.max_crops = imgsz, self.detector.device, max_crops
         self.calls = 0
         self.seconds = 0.0  # model time, for the "extra cost over detection" budget
 
-    def run(self, image: np.ndarray, windows: list[tuple[int, int, int, int]]
-            ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def run(self, image: np.ndarray, windows: list[tuple[int, int, int, int]]) -> PoseResults:
         """Per window: people boxes (M, 4), keypoints (M, 17, 3) in frame pixels, and box confidences (M,)."""
+        return self.run_many([PoseRequest(self, image, windows)])[0]
+
+    def run_many(self, requests: list[PoseRequest]) -> list[PoseResults]:
+        """Many frames' requests (up to ``max_crops`` windows each) in one batched detector call."""
         import time
 
-        windows = windows[: self.max_crops]
-        if not windows:
-            return []
-        crops = [np.ascontiguousarray(image[y1:y2, x1:x2]) for x1, y1, x2, y2 in windows]
+        jobs = [(r, list(r.windows[: self.max_crops])) for r in requests]
+        crops = [np.ascontiguousarray(r.image[y1:y2, x1:x2]) for r, wins in jobs for x1, y1, x2, y2 in wins]
+        if not crops:
+            return [[] for _ in requests]
         t0 = time.perf_counter()
-        found = self.detector.detect(crops)
+        found = iter(self.detector.detect(crops))
         self.seconds += time.perf_counter() - t0
         self.calls += 1
         out = []
-        for (x1, y1, _, _), d in zip(windows, found):
-            kp = d.keypoints if d.keypoints is not None else np.zeros((len(d), N_KP, 3), np.float32)
-            kp = kp.astype(np.float32, copy=True)
-            kp[..., 0] += x1
-            kp[..., 1] += y1
-            out.append((d.xyxy.astype(np.float32) + np.array([x1, y1, x1, y1], np.float32), kp,
-                        d.confidence.astype(np.float32)))
+        for _, wins in jobs:
+            per: PoseResults = []
+            for (x1, y1, _, _), d in zip(wins, found):
+                kp = d.keypoints if d.keypoints is not None else np.zeros((len(d), N_KP, 3), np.float32)
+                kp = kp.astype(np.float32, copy=True)
+                kp[..., 0] += x1
+                kp[..., 1] += y1
+                per.append((d.xyxy.astype(np.float32) + np.array([x1, y1, x1, y1], np.float32), kp,
+                            d.confidence.astype(np.float32)))
+            out.append(per)
         return out
+
+
+PoseResults = list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # per window: boxes, keypoints, confidences
+
+
+@dataclass(frozen=True, slots=True)
+class PoseRequest:
+    """An observer's need for pose: crop windows (frame pixels, fastest first) of one frame, for this pose model."""
+
+    pose: CropPose
+    image: np.ndarray
+    windows: list[tuple[int, int, int, int]]
+
+
+R = TypeVar("R")
+Steps = Generator[PoseRequest, PoseResults, R]  # yields pose requests, is sent their results, returns R
+
+
+def drive(steps: Steps[R]) -> R:
+    """Run ``steps`` to the end, answering each pose request at once."""
+    try:
+        request = next(steps)
+        while True:
+            request = steps.send(request.pose.run(request.image, request.windows))
+    except StopIteration as done:
+        return done.value
+
+
+def drive_all(all_steps: list[Steps[Any]]) -> list[Any]:
+    """Run many ``steps`` side by side; each round's pose requests go to their pose model as one batched call.
+
+    Each generator sees its own requests answered in order, so a camera's analysis is the same as with ``drive``.
+    """
+    results: list[Any] = [None] * len(all_steps)
+    pending: dict[int, PoseRequest] = {}
+
+    def advance(i: int, answer: PoseResults | None) -> None:
+        try:
+            pending[i] = next(all_steps[i]) if answer is None else all_steps[i].send(answer)
+        except StopIteration as done:
+            results[i] = done.value
+
+    for i in range(len(all_steps)):
+        advance(i, None)
+    while pending:
+        by_model: dict[int, list[int]] = {}
+        for i, req in pending.items():
+            by_model.setdefault(id(req.pose), []).append(i)
+        asked, answers = dict(pending), {}
+        pending.clear()
+        for idx in by_model.values():
+            pose = asked[idx[0]].pose
+            answers.update(zip(idx, pose.run_many([asked[i] for i in idx])))
+        for i in sorted(answers):
+            advance(i, answers[i])
+    return results
 
 
 @dataclass(slots=True)
@@ -288,6 +363,11 @@ class Observer:
 
     def observe(self, ts: float, image: np.ndarray, people: Detections, mask: np.ndarray | None = None
                 ) -> Observation:
+        return drive(self.observe_steps(ts, image, people, mask))
+
+    def observe_steps(self, ts: float, image: np.ndarray, people: Detections, mask: np.ndarray | None = None
+                      ) -> Steps[Observation]:
+        """``observe`` as steps: yields the frame's pose request (if pose is worth running), then returns."""
         h, w = image.shape[:2]
         xyxy = people.xyxy.astype(np.float32)
         field = self.flow.step(ts, image)
@@ -300,7 +380,7 @@ class Observer:
         kp = np.zeros((len(xyxy), N_KP, 3), np.float32)
         got = np.zeros(len(xyxy), bool)
         if self.pose is not None and windows:
-            results = self.pose.run(image, windows)
+            results = yield PoseRequest(self.pose, image, windows)
             boxes = np.concatenate([r[0] for r in results]) if results else np.zeros((0, 4), np.float32)
             kps = np.concatenate([r[1] for r in results]) if results else np.zeros((0, N_KP, 3), np.float32)
             conf = np.concatenate([r[2] for r in results]) if results else np.zeros(0, np.float32)
