@@ -109,7 +109,7 @@ class CropPose:
         if self.detector.backend_name == "openvino":
             # OpenVINO builds each new (batch, height, width) input once, ~120 ms and ~20 MB each (measured), and
             # crops come in ~15 canvas shapes: one crop per request keeps that at 15 builds, where batches of any
-            # size would multiply it (batching 8 cameras' crops measured no faster on a CPU anyway: 0.93x)
+            # size would multiply it (batching 8 cameras' crops measured no faster on a CPU anyway: 0.82-1.05x)
             self.detector.batch_limit = 1
         self.imgsz, self.device, self.max_crops = imgsz, self.detector.device, max_crops
         self.calls = 0
