@@ -62,15 +62,12 @@ class ZoneAnalyser:
         keep &= detections.height >= z.min_box_height * wh[1]
         return detections[keep]
 
-    def step(self, frame: Frame, detections: Detections, tracks: Detections,
-             unchecked: Detections | None = None) -> tuple[ZoneState, list[Incident]]:
-        """``unchecked``: the detections before the camera's perspective check, for the conflict rule (its model
-        was trained on them, and a person falling or bent double is exactly a box of an unusual size)."""
-        return drive(self.steps(frame, detections, tracks, unchecked))
-
     def steps(self, frame: Frame, detections: Detections, tracks: Detections,
               unchecked: Detections | None = None) -> Steps[tuple[ZoneState, list[Incident]]]:
-        """``step`` as steps: the conflict rule's pose request is yielded (batched across cameras by the caller)."""
+        """One frame, as steps: the conflict rule's pose request is yielded (``CameraAnalyser`` drives them).
+
+        ``unchecked``: the detections before the camera's perspective check, for the conflict rule (its model
+        was trained on them, and a person falling or bent double is exactly a box of an unusual size)."""
         people = self.candidates(detections, frame.wh)
         runs, ids = self.presence.update(frame.ts, people)
         settled = runs >= self.cfg.inertia
