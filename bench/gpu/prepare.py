@@ -4,7 +4,10 @@ Runs here, on the CPU: the ultralytics ONNX export (dynamic batch and size, from
 the verified weights; plus an FP16 copy), a TorchScript trace (the torch path,
 for a GPU image without ultralytics), real frames from the footage, model GFLOPs
 per input shape, and reference detections made on this CPU with ONNX Runtime
-through ``PersonDetector``, which the GPU results are checked against.
+through ``PersonDetector``, which the GPU results are checked against; and the
+conflict monitor's pose model (yolo11n-pose, ONNX fp16) with a real
+crop around the most confident person of every frame, to time pose against
+detection on the GPU.
 
     python bench/gpu/prepare.py                   # -> var/gpu-bundle/ (about 40 MB)
 
@@ -45,6 +48,18 @@ def real_frames(per_clip: int) -> list:
                     break
     if not out:
         sys.exit("no footage: neither ../shared/data nor vtest.avi")
+    return out
+
+
+def person_crops(frames: list, detector) -> list:
+    """Per frame with a person: the crop the conflict monitor would pose, around its most confident person."""
+    from vision.conflict.observe import crop_window
+
+    out = []
+    for f, d in zip(frames, detector.detect(frames)):
+        if len(d):
+            x1, y1, x2, y2 = crop_window(d.xyxy[[int(d.confidence.argmax())]], (f.shape[1], f.shape[0]))
+            out.append(f[y1:y2, x1:x2].copy())
     return out
 
 
@@ -101,6 +116,14 @@ def main() -> None:
             "iou": 0.7, "frames": len(frames), "shapes": [list(s) for s in shapes], "gflops_per_frame": gflops,
             "reference": "PersonDetector, onnxruntime CPU fp32, one frame at a time",
             "made_with": {"torch": torch.__version__, "ultralytics": __import__("ultralytics").__version__}}
+    pose_weights = resolve_weights("yolo11n-pose.pt")
+    pose_onnx = export_model(pose_weights, "onnx", EXPORTS)
+    onnx.save(convert_float_to_float16(onnx.load(str(pose_onnx)), keep_io_types=True), str(out / "pose-fp16.onnx"))
+    crops = person_crops(frames, det)
+    np.savez_compressed(out / "pose_crops.npz", *crops)
+    meta["pose"] = {"model": "yolo11n-pose.pt", "weights_sha256": sha256_of(pose_weights), "imgsz": 256,
+                    "crops": len(crops), "crop": "vision.conflict.observe.crop_window around the frame's most "
+                    "confident person, as the conflict monitor crops a close group"}
     (out / "reference.json").write_text(json.dumps(reference))
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     size = sum(p.stat().st_size for p in out.iterdir()) / 2**20

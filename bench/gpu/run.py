@@ -17,8 +17,11 @@ Checks (exit status 1 when one fails; a runner that cannot start is reported, no
   - letterboxing on the GPU agrees with the CPU letterbox.
 Then: network fps per batch size, the batch that fits the free memory, the
 district scenario (492 cameras at 2 fps through the dynamic batcher and a
-three-stage pipeline: upload+letterbox, network, NMS), and the floor (FLOPs per
-frame x fps against a measured matmul peak). Results: JSON to ``--out`` and, as
+three-stage pipeline: upload+letterbox, network, NMS), the floor (FLOPs per
+frame x fps against a measured matmul peak), and the conflict monitor's pose
+(yolo11n-pose on real person crops at 256) against detection per camera frame,
+with one crop per camera (every camera's zone moving fast: the upper bound),
+batched by canvas shape as the inference loop batches it, and one call per crop. Results: JSON to ``--out`` and, as
 the last line, to stdout.
 
     python bench/gpu/run.py --bundle var/gpu-bundle --out "$OUT/inference-gpu.json"
@@ -181,6 +184,37 @@ class TorchScriptRunner:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         y = self.model(x.half() if self.half else x)
         return (y[0] if isinstance(y, (list, tuple)) else y).float()
+
+
+def seconds_per_call(fn, device, seconds: float) -> float:
+    fn()
+    sync(device)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        fn()
+        n += 1
+    sync(device)
+    return (time.perf_counter() - t0) / n
+
+
+def pose_cost(runner, device, crops: list, imgsz: int, cameras: int, detection_fps: float, conf: float,
+              seconds: float) -> dict:
+    """One crop per camera: pose per crop, batched by canvas shape and one call each, over detection per frame."""
+    boxes = [B.Letterbox.fit(c.shape[:2], imgsz) for c in crops]
+    pick = [i % len(crops) for i in range(cameras)]
+    groups = B.buckets([boxes[i] for i in pick], cameras)
+    blobs = [cpu_blob([crops[pick[j]] for j in g], [boxes[pick[j]] for j in g], device) for g in groups]
+    singles = [cpu_blob([c], [b], device) for c, b in zip(crops, boxes)]
+    with torch.inference_mode():
+        found = sum(int((runner(x)[0, 4] > conf).any()) for x in singles)  # the person score row
+        batched = seconds_per_call(lambda: [runner(x) for x in blobs], device, seconds) / cameras
+        one = seconds_per_call(lambda: [runner(x) for x in singles], device, seconds) / len(singles)
+    det_ms = 1000 / detection_fps
+    return {"cameras": cameras, "shape_buckets": len(groups), "crops_with_a_person": f"{found}/{len(singles)}",
+            "pose_ms_per_crop_batched": round(batched * 1000, 3), "pose_ms_per_crop_one_each": round(one * 1000, 3),
+            "detection_ms_per_frame": round(det_ms, 3),
+            "pose_over_detection_batched": round(batched * 1000 / det_ms, 3),
+            "pose_over_detection_one_each": round(one * 1000 / det_ms, 3)}
 
 
 # ---------------------------------------------------------------- checks
@@ -503,6 +537,22 @@ def main() -> int:
             scenarios.append(district(r, device, images, cams, fps, 2.0 if smoke else 10.0, mb, 0.02,
                                       conf, iou, imgsz) | {"runner": fastest})
             log(f"district: {scenarios[-1]}")
+    pose = {}
+    if fastest and (args.bundle / "pose_crops.npz").exists() and time_left():
+        z = np.load(args.bundle / "pose_crops.npz")
+        crops = [z[k] for k in sorted(z.files, key=lambda k: int(k.split("_")[1]))]
+        try:
+            pose_runner = OrtRunner(args.bundle / "pose-fp16.onnx", device, tf32=False)
+            fit = memory.get(fastest, {}).get("fits_batch", 64)
+            cams = min(best_batch(fastest)[0], fit, 8 if smoke else 256)
+            pose = pose_cost(pose_runner, device, crops, meta["pose"]["imgsz"], cams, best_batch(fastest)[1], conf,
+                             0.3 if smoke else 1.5) | {"runner": "ort-fp16", "detection_runner": fastest}
+            checks["pose finds a person in most person crops"] = {
+                "ok": int(pose["crops_with_a_person"].split("/")[0]) >= 0.8 * len(crops),
+                "found": pose["crops_with_a_person"]}
+        except Exception as err:  # noqa: BLE001
+            pose = {"error": f"{type(err).__name__}: {err}"[:500]}
+        log(f"pose: {pose}")
     peak = peak_tflops(device, 0.3 if smoke else 1.5, 512 if smoke else 8192) if time_left() else {}
     gflops = statistics.mean(meta["gflops_per_frame"].values())
     floor = {}
@@ -517,7 +567,7 @@ def main() -> int:
     ok = bool(runners) and all(v["ok"] for v in checks.values())
     result = {"ok": ok, "env": env, "unavailable": unavailable, "checks": checks, "network_fps": network,
               "network_input": list(shape), "memory": memory, "district": scenarios, "peak_tflops": peak,
-              "floor": floor, "elapsed_s": round(time.monotonic() - T0, 1)}
+              "floor": floor, "pose": pose, "elapsed_s": round(time.monotonic() - T0, 1)}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
@@ -525,7 +575,7 @@ def main() -> int:
         log(f"check {'ok    ' if v['ok'] else 'FAILED'} {k}: {v}")
     summary = {"ok": ok, "device": env["device"], "model": meta["model"], "imgsz": imgsz,
                "fastest": fastest, "best": dict(zip(("batch", "fps"), best_batch(fastest))) if fastest else None,
-               "district": scenarios, "floor": floor, "failed": [k for k, v in checks.items() if not v["ok"]]}
+               "district": scenarios, "floor": floor, "pose": pose, "failed": [k for k, v in checks.items() if not v["ok"]]}
     print(json.dumps(summary))
     return 0 if ok else 1
 
