@@ -570,10 +570,9 @@ def conflict_cost(T, clips, plaza: Path | None) -> dict:
         for v in videos:  # warm-up: first calls build the models and each new input shape
             ob.observe(v)
         ob.detect_s, ob.pose.seconds = 0.0, 0.0
-        crops, asked, run = [], [], ob.pose.run
+        asked, run = [], ob.pose.run
 
         def recording(image, windows):
-            crops.extend(np.ascontiguousarray(image[y1:y2, x1:x2]) for x1, y1, x2, y2 in windows[: ob.pose.max_crops])
             asked.append(PoseRequest(ob.pose, image, windows))
             return run(image, windows)
 
@@ -582,6 +581,8 @@ def conflict_cost(T, clips, plaza: Path | None) -> dict:
             ob.observe(v)
         ob.pose.run = run  # recorded: the comparisons below replay the same requests
         detect_s, pose_s = ob.detect_s, ob.pose.seconds  # before the replays add to them
+        crops = [np.ascontiguousarray(r.image[y1:y2, x1:x2]) for r in asked
+                 for x1, y1, x2, y2 in r.windows[: ob.pose.max_crops]]
         reference = YOLO(str(ob.pose.detector.weights))
 
         def predict(crop):

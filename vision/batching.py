@@ -54,14 +54,10 @@ class Letterbox:
 
     def to_source(self, xyxy: np.ndarray) -> np.ndarray:
         """Boxes in canvas pixels -> boxes in the source frame, clipped to it."""
-        out = (xyxy - np.array([self.left, self.top, self.left, self.top], np.float32)) / self.ratio
-        h, w = self.src_hw
-        np.clip(out[:, 0::2], 0, w, out=out[:, 0::2])
-        np.clip(out[:, 1::2], 0, h, out=out[:, 1::2])
-        return out
+        return self.points_to_source(xyxy.reshape(-1, 2, 2)).reshape(-1, 4)
 
     def points_to_source(self, points: np.ndarray) -> np.ndarray:
-        """Keypoints (N, K, 3: x, y, visibility) in canvas pixels -> in the source frame (x, y clipped to it)."""
+        """Points (..., 2 or more: x, y, anything else kept) in canvas pixels -> in the source frame, clipped to it."""
         out = points.astype(np.float32, copy=True)
         h, w = self.src_hw
         out[..., 0] = np.clip((out[..., 0] - self.left) / self.ratio, 0, w)

@@ -9,7 +9,7 @@ conflict monitor's pose model (yolo11n-pose, ONNX fp16) with a real
 crop around the most confident person of every frame, to time pose against
 detection on the GPU.
 
-    python bench/gpu/prepare.py                   # -> var/gpu-bundle/ (about 40 MB)
+    python bench/gpu/prepare.py                   # -> var/gpu-bundle/ (about 42 MB)
 
 then see docs/inference.md ("GPU check") for the command on the GPU machine.
 """
@@ -51,12 +51,12 @@ def real_frames(per_clip: int) -> list:
     return out
 
 
-def person_crops(frames: list, detector) -> list:
+def person_crops(frames: list, detections: list) -> list:
     """Per frame with a person: the crop the conflict monitor would pose, around its most confident person."""
     from vision.conflict.observe import crop_window
 
     out = []
-    for f, d in zip(frames, detector.detect(frames)):
+    for f, d in zip(frames, detections):
         if len(d):
             x1, y1, x2, y2 = crop_window(d.xyxy[[int(d.confidence.argmax())]], (f.shape[1], f.shape[0]))
             out.append(f[y1:y2, x1:x2].copy())
@@ -110,8 +110,8 @@ def main() -> None:
 
     det = PersonDetector(weights, DetectorConfig(model=args.model, imgsz=args.imgsz, device="cpu",
                                                  backend="onnxruntime"), export_root=EXPORTS)
-    reference = [{"xyxy": d.xyxy.round(3).tolist(), "confidence": d.confidence.round(4).tolist()}
-                 for d in (det.detect([f])[0] for f in frames)]
+    found = [det.detect([f])[0] for f in frames]
+    reference = [{"xyxy": d.xyxy.round(3).tolist(), "confidence": d.confidence.round(4).tolist()} for d in found]
     meta = {"model": args.model, "weights_sha256": sha256_of(weights), "imgsz": args.imgsz, "confidence": 0.25,
             "iou": 0.7, "frames": len(frames), "shapes": [list(s) for s in shapes], "gflops_per_frame": gflops,
             "reference": "PersonDetector, onnxruntime CPU fp32, one frame at a time",
@@ -119,7 +119,7 @@ def main() -> None:
     pose_weights = resolve_weights("yolo11n-pose.pt")
     pose_onnx = export_model(pose_weights, "onnx", EXPORTS)
     onnx.save(convert_float_to_float16(onnx.load(str(pose_onnx)), keep_io_types=True), str(out / "pose-fp16.onnx"))
-    crops = person_crops(frames, det)
+    crops = person_crops(frames, found)
     np.savez_compressed(out / "pose_crops.npz", *crops)
     meta["pose"] = {"model": "yolo11n-pose.pt", "weights_sha256": sha256_of(pose_weights), "imgsz": 256,
                     "crops": len(crops), "crop": "vision.conflict.observe.crop_window around the frame's most "

@@ -92,7 +92,7 @@ def crop_window(xyxy: np.ndarray, frame_wh: tuple[int, int], pad: float = 0.25) 
 
 
 class CropPose:
-    """yolo11n-pose on enlarged crops; all crops of a frame in one batched call.
+    """yolo11n-pose on enlarged crops.
 
     It runs on the detector's own inference core (``PersonDetector``: the same letterbox, backends and NMS), so on
     a CPU it gets OpenVINO like the detector (measured against ultralytics' predict in docs/accuracy.md); the
@@ -102,15 +102,17 @@ class CropPose:
     def __init__(self, weights: Path, imgsz: int = 256, device: str = "cpu", max_crops: int = 1,
                  backend: str = "auto", export_dir: Path | None = None):
         from gridwatch.config import DetectorConfig
-        from vision.detector import PersonDetector
+        from vision.backends import choose_backend
+        from vision.detector import PersonDetector, pick_device
 
-        self.detector = PersonDetector(weights, DetectorConfig(imgsz=imgsz, confidence=0.2, device=device,
-                                                               backend=backend), export_root=export_dir)
-        if self.detector.backend_name == "openvino":
-            # OpenVINO builds each new (batch, height, width) input once, ~120 ms and ~20 MB each (measured), and
-            # crops come in ~15 canvas shapes: one crop per request keeps that at 15 builds, where batches of any
-            # size would multiply it (batching 8 cameras' crops measured no faster on a CPU anyway: 0.82-1.05x)
-            self.detector.batch_limit = 1
+        device = pick_device(device)
+        backend = choose_backend(backend, device)
+        # OpenVINO builds each new (batch, height, width) input once, ~120 ms and ~20 MB each (measured), and crops
+        # come in ~15 canvas shapes: one crop per request keeps that at 15 builds, where batches of any size would
+        # multiply it (batching 8 cameras' crops measured no faster on a CPU anyway: 0.82-1.05x)
+        cfg = DetectorConfig(imgsz=imgsz, confidence=0.2, device=device, backend=backend,
+                             **({"max_batch": 1} if backend == "openvino" else {}))
+        self.detector = PersonDetector(weights, cfg, export_root=export_dir)
         self.imgsz, self.device, self.max_crops = imgsz, self.detector.device, max_crops
         self.calls = 0
         self.seconds = 0.0  # model time, for the "extra cost over detection" budget
