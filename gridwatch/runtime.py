@@ -98,7 +98,7 @@ class InferenceLoop(threading.Thread):
 
     def _fail(self, where: str, err: Exception) -> None:
         self.error = f"{type(err).__name__}: {err}"  # keep analysing the fleet; the error shows in stats
-        log.exception("inference %s failed", where)
+        log.error("inference %s failed", where, exc_info=err)
 
     def _timed(self, stage: str, fn, arg):
         t0 = time.perf_counter()
@@ -110,6 +110,9 @@ class InferenceLoop(threading.Thread):
         # the cameras' analyses side by side, so the conflict rules' pose runs as one batch for the whole batch
         analyses = drive_all([self.analysers[f.camera_id].analyse_steps(f, d) for f, d in zip(frames, detections)])
         for frame, analysis in zip(frames, analyses):
+            if isinstance(analysis, Exception):  # this camera's analysis failed: the others still go out
+                self._fail(f"analysis of {frame.camera_id}", analysis)
+                continue
             self.sink(analysis)
             self.latency_s.append(time.time() - frame.ts)
         self.frames += len(frames)

@@ -192,3 +192,20 @@ def test_a_batch_of_cameras_runs_pose_together_and_observes_the_same(shared_data
             posed += int(a.has_pose.sum())
     assert posed >= 10  # pose ran on people in these fights: the comparison is not vacuous
     assert together_pose.calls <= n < alone_pose.calls  # one call per round, not one per camera
+
+
+def test_one_failing_analysis_does_not_stop_the_others():
+    """``drive_all``: a camera's steps that raise get the exception as their result; the rest finish."""
+    from vision.conflict.observe import drive_all
+
+    def fine(n):
+        return n
+        yield  # a generator that needs no pose
+
+    def broken():
+        raise ValueError("bad calibration")
+        yield
+
+    out = drive_all([fine(1), broken(), fine(3)])
+    assert out[0] == 1 and out[2] == 3
+    assert isinstance(out[1], ValueError) and "bad calibration" in str(out[1])

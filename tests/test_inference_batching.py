@@ -190,3 +190,25 @@ def test_pipelined_loop_analyses_every_live_camera_with_the_detectors_results(de
         assert len(a.detections) == len(ref)
         order = lambda d: d.xyxy[np.lexsort(d.xyxy.T[::-1])]  # noqa: E731
         assert np.abs(order(a.detections) - order(ref)).max() <= 1.0
+
+
+def test_a_camera_whose_analysis_fails_does_not_take_the_batch_with_it(detector, images):
+    """One camera's analysis raising (say, a broken calibration) loses that frame only; the error shows in stats."""
+    cfg = parse_config({"grids": [{"id": "g", "name": "G"}],
+                        "cameras": [{"id": f"cam-{i}", "url": "x.mp4", "grid": "g", "lat": 0, "lon": 0, "fps": 5}
+                                    for i in range(3)]})
+
+    class Broken(CameraAnalyser):
+        def analyse_steps(self, frame, detections):
+            raise RuntimeError("calibration file unreadable")
+            yield
+
+    analysers = {c.id: (Broken if c.id == "cam-1" else CameraAnalyser)(c) for c in cfg.cameras}
+    slots, wake = fleet(3)
+    delivered = []
+    loop = InferenceLoop(slots, wake, detector, analysers, delivered.append, BatchPolicy(max_batch=4))
+    for i in range(3):
+        put(slots, f"cam-{i}", images[i], 0)
+    assert loop.step() == 3  # all three in one batch
+    assert sorted(a.frame.camera_id for a in delivered) == ["cam-0", "cam-2"]
+    assert "calibration file unreadable" in loop.stats()["error"]

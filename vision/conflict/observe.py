@@ -177,6 +177,7 @@ def drive_all(all_steps: list[Steps[Any]]) -> list[Any]:
     """Run many ``steps`` side by side; each round's pose requests go to their pose model as one batched call.
 
     Each generator sees its own requests answered in order, so a camera's analysis is the same as with ``drive``.
+    One that raises gets its exception as its result and the others go on (one camera must not stop the rest).
     """
     results: list[Any] = [None] * len(all_steps)
     pending: dict[int, PoseRequest] = {}
@@ -186,6 +187,8 @@ def drive_all(all_steps: list[Steps[Any]]) -> list[Any]:
             pending[i] = next(all_steps[i]) if answer is None else all_steps[i].send(answer)
         except StopIteration as done:
             results[i] = done.value
+        except Exception as err:  # noqa: BLE001  (handed to the caller, per generator)
+            results[i] = err
 
     for i in range(len(all_steps)):
         advance(i, None)
