@@ -403,6 +403,13 @@ class AuthConfig(_Strict):
                                 "before that pair must wait (20x this from one address for any user)")
     login_window_s: float = Field(default=300.0, ge=1, le=86400,
                                   description="failures count for this long; the wait ends when it has passed")
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="addresses (or CIDR networks) of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed; empty: none (the client's own address counts, e.g. for the login limit)")
+    allowed_origins: list[str] = Field(
+        default_factory=list, description="other origins (scheme://host[:port]) whose pages may send changes with the "
+        "session cookie; the server's own origin always may (a proxy that rewrites Host needs its public origin here)")
+    docs_public: bool = Field(default=False, description="serve /docs and /openapi.json without a login")
 
 
 class Settings(_Strict):
