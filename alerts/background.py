@@ -16,6 +16,7 @@ from gridwatch.config import AlertsConfig
 
 from .cases import CaseStore
 from .evidence import EvidenceStore
+from .outage import OutageLog
 from .outputs import OutputRelay, outputs_from
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class QueueBackground:
         self.dead_lettered = 0
         self.deleted = 0
         self.last_error: str | None = None
+        self.outage = OutageLog("Redis (queue background)", log)
         self._threads = [threading.Thread(target=self._escalate_loop, name="escalator", daemon=True),
                          threading.Thread(target=self._retention_loop, name="retention", daemon=True)]
         self.relays = [OutputRelay(store.r, store.p, out) for out in outputs_from(cfg.outputs)]
@@ -60,7 +62,11 @@ class QueueBackground:
         while not self._stop.wait(self.cfg.limits.check_every_s):
             try:
                 self.step()
-            except Exception as err:  # Redis away for a moment: the next round tries again
+                self.outage.ok()
+            except redis.ConnectionError as err:  # Redis away for a while: logged once, the next round tries again
+                self.last_error = f"{type(err).__name__}: {err}"
+                self.outage.failed(err)
+            except Exception as err:
                 self.last_error = f"{type(err).__name__}: {err}"
                 log.warning("escalation round failed: %s", err)
 
@@ -75,6 +81,9 @@ class QueueBackground:
             try:
                 if deleted := self.sweep_evidence():
                     log.info("retention: %d evidence files deleted", len(deleted))
+            except redis.ConnectionError as err:
+                self.last_error = f"{type(err).__name__}: {err}"
+                self.outage.failed(err)
             except Exception as err:
                 self.last_error = f"{type(err).__name__}: {err}"
                 log.warning("retention round failed: %s", err)

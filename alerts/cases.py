@@ -14,6 +14,7 @@ Keys (prefix ``gw``; docs/queue.md has the whole picture):
   ``gw:deadletter``  ``gw:police``  ``gw:feedback``  ``gw:events``   streams
   ``gw:zones``, ``gw:zone:{cam}|{zone}|{kind}``   alert and verdict counters per zone (feedback report)
   ``gw:evidence:keep``           evidence file name -> keep until (retention)
+  ``gw:evidence:cases:{name}``   the cases that refer to an evidence file (who may see it)
   ``gw:cameras``                 hash camera id -> health JSON, written by the pipeline
 """
 from __future__ import annotations
@@ -558,6 +559,11 @@ class CaseStore:
     def forget_evidence(self, names: list[str]) -> None:
         if names:
             self.r.zrem(self.k("evidence", "keep"), *names)
+            self.r.delete(*(self.k("evidence", "cases", n) for n in names))
+
+    def evidence_cases(self, name: str) -> list[str]:
+        """The cases that refer to an evidence file: whoever may read one of them may see the file."""
+        return sorted(c.decode() for c in self.r.smembers(self.k("evidence", "cases", name)))
 
     # --- camera health, written by the pipeline, read by the API ---------------------
     def put_health(self, health: dict[str, dict]) -> None:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import stat
 import re
 import threading
 import time
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+from PIL import Image
 
 if TYPE_CHECKING:
     from vision.detections import Detections
@@ -39,6 +42,30 @@ def annotate(image: np.ndarray, detections: Detections, tracks: Detections, poly
     cv2.rectangle(out, (0, 0), (out.shape[1], 24), (0, 0, 0), -1)
     cv2.putText(out, title, (6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
     return out
+
+
+MAX_PHOTO_PIXELS = 50_000_000  # a 50-megapixel phone photo; decoded 150 MB at most
+MAX_PHOTO_SIDE = 16384
+
+
+class PhotoTooLarge(ValueError):
+    """More pixels than a photo may have (a decompression bomb, or a panorama): refused before decoding."""
+
+
+def check_pixels(data: bytes) -> tuple[int, int]:
+    """The image's size read from its header only (Pillow opens lazily); refuses what would be too big to decode."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+    except Image.DecompressionBombError as err:  # Pillow's own limit, far above ours
+        raise PhotoTooLarge(f"photo has too many pixels ({err}); at most {MAX_PHOTO_PIXELS // 1_000_000} "
+                            "megapixels") from None
+    except (OSError, SyntaxError, ValueError):
+        raise ValueError("photo could not be read; the file is damaged or not a JPEG/PNG image") from None
+    if w > MAX_PHOTO_SIDE or h > MAX_PHOTO_SIDE or w * h > MAX_PHOTO_PIXELS:
+        raise PhotoTooLarge(f"photo has {w}x{h} pixels; at most {MAX_PHOTO_PIXELS // 1_000_000} megapixels and "
+                         f"{MAX_PHOTO_SIDE} pixels a side (send a smaller picture)")
+    return w, h
 
 
 class EvidenceStore:
@@ -76,16 +103,24 @@ class EvidenceStore:
             ext = "png"
         else:
             raise ValueError("photo must be a JPEG or PNG image (send the file's bytes as the request body)")
+        check_pixels(data)  # before any decode: a 414 KiB PNG can hold 20000x20000 pixels (2 GB once decoded)
         if cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is None:
             raise ValueError("photo could not be decoded; the file is damaged")
         return self.save_bytes(data, ext)
 
     def path(self, name: str) -> Path | None:
-        """The file for a name from a case, or None; refuses anything that is not one of ours."""
+        """The file for a name from a case, or None; refuses anything that is not one of ours.
+
+        Never a symlink (lstat): a link planted in the evidence folder must not serve a file from elsewhere.
+        """
         if not NAME.match(name):
             return None
         p = self.dir / name
-        return p if p.is_file() else None
+        try:
+            st = os.lstat(p)
+        except OSError:
+            return None
+        return p if stat.S_ISREG(st.st_mode) else None
 
     @staticmethod
     def media_type(name: str) -> str:

@@ -63,6 +63,7 @@ end
 local function pin(name, until_)
   if name and name ~= cjson.null and name ~= '' then
     redis.call('SADD', k('case', CASE_ID, 'evidence'), name)
+    redis.call('SADD', k('evidence', 'cases', name), CASE_ID)  -- who may see the file: the readers of its cases
     redis.call('ZADD', k('evidence', 'keep'), until_, name)
   end
 end

@@ -144,6 +144,16 @@ def page_login(request: Request,
 PAGE = Depends(page_login)
 
 
+def admin_page_login(user: Annotated[User, Depends(page_login)]) -> User:
+    """The admin page is served to admins only (its script lists what an admin can change)."""
+    if user.role != "admin":
+        raise HTTPException(403, f"{user.name} is {user.role}; the admin page is for admins")
+    return user
+
+
+ADMIN_PAGE = Depends(admin_page_login)
+
+
 def metrics_access(request: Request,
                    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
                    cookie: Annotated[str | None, Depends(cookie_scheme)]) -> None:
@@ -167,16 +177,31 @@ def check_case(user: User, case: dict) -> dict:
 
 
 WORKER_ACTIONS = {"accept", "arrive", "resolve", "note", "photo", "take"}
+WORKER_RESOLVES_FROM = {"dispatched", "on_site"}  # resolving from "acknowledged" is the operator's shortcut
 
 
-def worker_may(user: User, action: str, case: dict, actor: str | None) -> None:
-    """Grid workers act on their own behalf, and only in the field: accept, arrive, resolve, notes, photos, take."""
+def worker_may(user: User, action: str, case: dict, actor: str | None, worker: str | None = None) -> None:
+    """Grid workers act in the field, as themselves, on their own cases; operators and admins keep every shortcut.
+
+    take and accept: for themselves only. arrive, resolve, notes and photos: only on a case dispatched to them
+    (resolve once they are on their way or on site).
+    """
     if user.role != "grid_worker":
         return
     if action not in WORKER_ACTIONS:
         raise HTTPException(403, f"{action} is for operators; a grid worker may {', '.join(sorted(WORKER_ACTIONS))}")
     if actor is not None and actor != user.name:
         raise HTTPException(403, f"{user.name} acts as themselves, not as {actor}")
+    if action in ("take", "accept"):
+        if worker is not None and worker != user.name:
+            raise HTTPException(403, f"{user.name} takes and accepts cases for themselves, not for {worker}")
+        return
+    if case.get("worker") != user.name:
+        raise HTTPException(403, f"case {case.get('id', '')} is not dispatched to {user.name}; accept it first "
+                                 "(or ask the operator room to send you)")
+    if action == "resolve" and case.get("state") not in WORKER_RESOLVES_FROM:
+        raise HTTPException(409, f"case {case.get('id', '')} is {case.get('state')}; a grid worker resolves a case "
+                                 "they were sent to (dispatched or on site)")
 
 
 def visible_cases(store, user: User, *, grid: str | None = None, limit: int = 50, **filters) -> list[dict]:

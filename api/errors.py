@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -51,6 +52,21 @@ async def validation_error(request: Request, exc: RequestValidationError) -> Res
     return error_response(422, detail[:2000], errors)
 
 
+RETRY_AFTER_S = 5  # the embedded Valkey is restarted within about a second; a remote Redis may take longer
+
+
+def redis_unavailable(app: FastAPI, err: BaseException | None = None) -> tuple[int, str, dict[str, str]]:
+    """What a request answers while Redis is away: 503 with Retry-After; the outage is logged once (alerts.outage)."""
+    app.state.redis_outage.failed(err or "a request could not reach it")
+    return (503, f"the case database (Redis) is unavailable; try again in {RETRY_AFTER_S} s",
+            {"Retry-After": str(RETRY_AFTER_S)})
+
+
+async def redis_error(request: Request, exc: Exception) -> Response:
+    status, detail, headers = redis_unavailable(request.app, exc)
+    return error_response(status, detail, headers=headers)
+
+
 async def server_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(500, "internal error; it is logged on the server")
@@ -59,6 +75,9 @@ async def server_error(request: Request, exc: Exception) -> Response:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    # unreachable, timed out, or loading its data after a restart (BusyLoadingError is a ConnectionError)
+    app.add_exception_handler(redis.ConnectionError, redis_error)
+    app.add_exception_handler(redis.TimeoutError, redis_error)
     app.add_exception_handler(Exception, server_error)
     _document(app)
 
@@ -84,8 +103,10 @@ def _document(app: FastAPI) -> None:
                     op.get("parameters") or op.get("requestBody")) else {}
                 if op.get("requestBody"):
                     wanted["400"] = "the body cannot be parsed (not JSON, or not the declared encoding)"
+                    wanted["413"] = "the body is larger than this route takes (api/guard.py)"
                 if op.get("security"):
                     wanted |= {"401": "not logged in", "403": "the user's role or grid does not allow this"}
+                wanted["503"] = "the case database (Redis) is unavailable; retry after Retry-After seconds"
                 for code, text in wanted.items():
                     responses[code] = {"description": responses.get(code, {}).get("description", text), **ref}
                 for code, resp in responses.items():

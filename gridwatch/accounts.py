@@ -5,12 +5,18 @@ Accounts live in their own YAML file (``auth.accounts_file``, default
 hand-written config. Passwords are hashed with argon2id (argon2-cffi); only
 hashes are stored. Sessions and bearer tokens are the same signed token
 (itsdangerous), carrying a fingerprint of the password hash so that a new
-password ends every session of the old one.
+password ends every session of the old one, and an id that logout revokes.
+
+Running servers see ``gridwatch user add|passwd|remove`` within about a second:
+each checks the accounts file's identity (inode, size, mtime) at most once a
+second and reloads it when it changed, so every ``serve`` process reading the
+same file follows it without a restart.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import secrets
 import threading
@@ -30,6 +36,7 @@ from gridwatch.config import ConfigError, GridwatchConfig, mask_url, problems_of
 Role = Literal["operator", "grid_worker", "admin"]
 ROLES: tuple[str, ...] = ("operator", "grid_worker", "admin")
 _HASHER = PasswordHasher()  # argon2id, the library's RFC 9106 defaults
+log = logging.getLogger(__name__)
 
 
 class Account(BaseModel):
@@ -93,21 +100,49 @@ def load_secret(path: Path) -> bytes:
     return path.read_text().strip().encode()
 
 
-class AccountBook:
-    """The accounts the API knows, and the signer of their sessions; thread-safe reads."""
+class SessionRevocations:
+    """Token ids ended before their time (logout), in Redis so that every API process honours them.
 
-    def __init__(self, accounts: list[Account], secret: bytes, ttl_s: float = 12 * 3600, path: Path | None = None):
+    Each id is kept only as long as its token would have lived.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str = "gw"):
+        self.r, self.prefix = client, prefix
+
+    def _key(self, token_id: str) -> str:
+        return f"{self.prefix}:session:revoked:{token_id}"
+
+    def revoke(self, token_id: str, expires_at: float) -> None:
+        ms = int((expires_at - time.time()) * 1000)
+        if ms > 0:
+            self.r.set(self._key(token_id), b"1", px=ms)
+
+    def revoked(self, token_id: str) -> bool:
+        return bool(self.r.exists(self._key(token_id)))
+
+
+class AccountBook:
+    """The accounts the API knows, and the signer of their sessions; thread-safe reads.
+
+    A book loaded from a file follows that file (``refresh``); one built in code stays as built.
+    """
+
+    REFRESH_S = 1.0  # how stale a running server's view of the accounts file may be
+
+    def __init__(self, accounts: list[Account], secret: bytes, ttl_s: float = 12 * 3600, path: Path | None = None,
+                 grids: set[str] | None = None):
         self._by_name = {a.name: a for a in accounts}
-        self.ttl_s, self.path = ttl_s, path
+        self.ttl_s, self.path, self._grids = ttl_s, path, grids
         self._signer = URLSafeTimedSerializer(secret, salt="gridwatch-session")
         self._lock = threading.Lock()
+        self._identity = self._file_identity()
+        self._checked = time.monotonic()
+        self._bad_identity: tuple | None = None
+        self.revocations: SessionRevocations | None = None  # set by the API (Redis); None: logout only drops the cookie
 
     # -- loading and saving ------------------------------------------------------------------------
-    @classmethod
-    def load(cls, path: Path, cfg: GridwatchConfig | None = None, secret: bytes = b"", ttl_s: float = 12 * 3600
-             ) -> "AccountBook":
-        """Read and validate the accounts file; grid workers' grids must exist in ``cfg``."""
-        path = Path(path)
+    @staticmethod
+    def _read(path: Path, grids: set[str] | None) -> list[Account]:
         data: dict = {}
         if path.is_file():
             try:
@@ -118,13 +153,20 @@ class AccountBook:
             parsed = AccountsFile.model_validate(data)
         except ValidationError as err:
             raise ConfigError(path, problems_of(err)) from None
-        if cfg is not None:
-            grids = {g.id for g in cfg.grids}
+        if grids is not None:
             bad = [(f"accounts[{i}].grids", f"{g!r} is not a grid of the config")
                    for i, a in enumerate(parsed.accounts) for g in a.grids if g not in grids]
             if bad:
                 raise ConfigError(path, bad)
-        return cls(parsed.accounts, secret, ttl_s, path)
+        return parsed.accounts
+
+    @classmethod
+    def load(cls, path: Path, cfg: GridwatchConfig | None = None, secret: bytes = b"", ttl_s: float = 12 * 3600
+             ) -> "AccountBook":
+        """Read and validate the accounts file; grid workers' grids must exist in ``cfg``."""
+        path = Path(path)
+        grids = {g.id for g in cfg.grids} if cfg is not None else None
+        return cls(cls._read(path, grids), secret, ttl_s, path, grids)
 
     @classmethod
     def for_config(cls, cfg: GridwatchConfig) -> "AccountBook":
@@ -134,6 +176,39 @@ class AccountBook:
         if au.accounts_file is None or au.secret_file is None:
             return cls([], secrets.token_bytes(32), au.session_ttl_s)
         return cls.load(au.accounts_file, cfg, load_secret(au.secret_file), au.session_ttl_s)
+
+    def _file_identity(self) -> tuple | None:
+        if self.path is None:
+            return None
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return ("missing",)
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def refresh(self, force: bool = False) -> bool:
+        """Reload the file when it changed (at most once per REFRESH_S); True when the accounts were replaced.
+
+        A file that no longer validates keeps the accounts as they were (logged once): a typo in the file must
+        not lock everybody out, nor let anybody in.
+        """
+        if self.path is None or (not force and time.monotonic() - self._checked < self.REFRESH_S):
+            return False
+        self._checked = time.monotonic()
+        identity = self._file_identity()
+        if identity == self._identity or identity == self._bad_identity:
+            return False
+        try:
+            accounts = self._read(self.path, self._grids)
+        except (ConfigError, OSError) as err:
+            self._bad_identity = identity
+            log.error("accounts file changed but cannot be used; keeping the accounts as they were: %s", err)
+            return False
+        with self._lock:
+            self._by_name = {a.name: a for a in accounts}
+            self._identity, self._bad_identity = identity, None
+        log.info("accounts reloaded from %s (%d accounts)", self.path, len(accounts))
+        return True
 
     def save(self) -> None:
         """Atomically, 0600: the file holds password hashes."""
@@ -147,6 +222,8 @@ class AccountBook:
             f.write("# gridwatch accounts: argon2 hashes only; edit with `gridwatch user add|passwd|remove`\n")
             f.write(yaml.safe_dump(data, sort_keys=False))
         tmp.replace(self.path)
+        with self._lock:
+            self._identity = self._file_identity()
 
     # -- accounts ----------------------------------------------------------------------------------
     def get(self, name: str) -> Account | None:
@@ -174,6 +251,7 @@ class AccountBook:
 
     def verify(self, name: str, password: str) -> Account | None:
         """The account when the password is right; the same work is done for unknown names (no timing oracle)."""
+        self.refresh()
         acc = self._by_name.get(name)
         try:
             _HASHER.verify(acc.password_hash if acc else _DUMMY_HASH, password)
@@ -183,18 +261,43 @@ class AccountBook:
 
     # -- sessions ----------------------------------------------------------------------------------
     def issue(self, acc: Account, ttl_s: float | None = None) -> str:
-        return self._signer.dumps({"u": acc.name, "f": acc.fingerprint, "ttl": ttl_s or self.ttl_s})
+        return self._signer.dumps({"u": acc.name, "f": acc.fingerprint, "ttl": ttl_s or self.ttl_s,
+                                   "j": secrets.token_urlsafe(12)})
 
-    def resolve(self, token: str) -> Account | None:
-        """The account a token was issued to, if it is genuine, unexpired, and its password unchanged."""
+    def claims(self, token: str) -> dict | None:
+        """The token's content (user, fingerprint, id, ``exp``) if it is genuine and unexpired; no account check."""
         try:
             data, signed_at = self._signer.loads(token, return_timestamp=True)
         except (BadSignature, SignatureExpired):
             return None
-        if not isinstance(data, dict) or time.time() - signed_at.timestamp() > float(data.get("ttl", self.ttl_s)):
+        if not isinstance(data, dict) or not isinstance(data.get("j"), str):
+            return None
+        exp = signed_at.timestamp() + float(data.get("ttl", self.ttl_s))
+        return {**data, "exp": exp} if time.time() <= exp else None
+
+    def resolve(self, token: str) -> Account | None:
+        """The account a token was issued to, if it is genuine, unexpired, not logged out, and its password unchanged.
+
+        May ask Redis (the revocations); its connection errors propagate (the API answers 503).
+        """
+        self.refresh()
+        data = self.claims(token)
+        if data is None:
             return None
         acc = self._by_name.get(data.get("u", ""))
-        return acc if acc is not None and acc.fingerprint == data.get("f") else None
+        if acc is None or acc.fingerprint != data.get("f"):
+            return None
+        if self.revocations is not None and self.revocations.revoked(data["j"]):
+            return None
+        return acc
+
+    def revoke(self, token: str) -> bool:
+        """Logout: the token stops working everywhere now (not only when its TTL ends)."""
+        data = self.claims(token)
+        if data is None or self.revocations is None:
+            return False
+        self.revocations.revoke(data["j"], data["exp"])
+        return True
 
 
 _DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))

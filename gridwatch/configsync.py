@@ -16,6 +16,7 @@ from typing import Callable
 
 import redis
 
+from alerts.outage import OutageLog
 from gridwatch.config import GridwatchConfig
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class ConfigChannel:
         Pub/sub wakes it at once; the version is also polled, so a notice lost
         while Redis restarted is caught up on the next poll.
         """
+        outage = OutageLog("Redis (config watch)", log)
+
         def run() -> None:
             seen = self.version()
             pubsub = None
@@ -58,6 +61,7 @@ class ConfigChannel:
                         pubsub = self.r.pubsub(ignore_subscribe_messages=True)
                         pubsub.subscribe(self.channel)
                     pubsub.get_message(timeout=poll_s)
+                    outage.ok()
                     v = self.version()
                     if v > seen:
                         cfg = self.current()
@@ -66,7 +70,7 @@ class ConfigChannel:
                             log.info("config version %d: applying", v)
                             apply(cfg)
                 except redis.RedisError as err:
-                    log.warning("config watch: %s", err)
+                    outage.failed(err)  # once per outage, not once per poll
                     pubsub = None
                     stop.wait(poll_s)
                 except Exception:  # a bad apply must not end the watch

@@ -203,6 +203,9 @@ def browser_page():
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
         def open_page(viewport=None, cookies=(), timeout_ms: int = 10000, **context_options):
+            # Playwright's wait_for_function evaluates strings, which the pages' CSP (rightly) forbids; the pages
+            # under their real CSP are tested in tests/test_probe_api.py (bypass_csp=False there)
+            context_options.setdefault("bypass_csp", True)
             ctx = browser.new_context(viewport=viewport or {"width": 1366, "height": 900}, **context_options)
             if cookies:
                 ctx.add_cookies(list(cookies))

@@ -68,7 +68,9 @@ def test_every_route_of_the_openapi_document_with_each_role(api, make_case):
                 elif name == "w-g1" and re.search(r"\{(case_id|camera_id|grid_id)\}", path):
                     assert status in (403, 404, 422), where  # another grid's case, camera or queue (422: refused earlier)
                 elif name == "w1" and path == "/api/cases/{case_id}/{action}":
-                    assert status == 409, where  # may arrive (the case is new, so not now)
+                    assert status == 403, where  # their grid's case, but not sent to them: not theirs to act on
+                elif name == "w1" and path in ("/api/cases/{case_id}/notes", "/api/cases/{case_id}/photos"):
+                    assert status == 422, where  # the generated body is empty (refused before who is asked)
                 else:
                     assert status not in (401, 403), where
                     assert status < 500, where
@@ -118,6 +120,9 @@ def test_grid_worker_sees_only_their_grids(api, make_case):
     assert r.status_code == 403 and "for operators" in r.json()["detail"]
     r = api.post(f"/api/cases/{mine['id']}/notes", json={"actor": "op", "note": "x"}, headers=w1)
     assert r.status_code == 403 and "acts as themselves" in r.json()["detail"]
+    r = api.post(f"/api/cases/{mine['id']}/notes", json={"actor": "w1", "note": "here"}, headers=w1)
+    assert r.status_code == 403 and "not dispatched to w1" in r.json()["detail"]  # their grid's, not yet theirs
+    assert api.post(f"/api/cases/{mine['id']}/accept", json={"actor": "w1"}, headers=w1).status_code == 200
     assert api.post(f"/api/cases/{mine['id']}/notes", json={"actor": "w1", "note": "here"}, headers=w1).status_code == 200
     assert api.post("/api/grids/g-2/take", params={"worker": "w2"}, headers=w1).status_code == 403
     assert api.get("/api/deadletter", headers=w1).status_code == 403

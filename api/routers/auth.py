@@ -24,7 +24,7 @@ async def login(body: LoginIn, request: Request, response: Response, accounts: A
 
     Too many wrong passwords for one user from one address: 429 with Retry-After, without checking the password.
     """
-    ip = request.client.host if request.client else "?"  # behind a proxy: uvicorn --forwarded-allow-ips
+    ip = request.client.host if request.client else "?"  # behind a proxy: auth.trusted_proxies (api/server.py)
     if wait := throttle.attempt(body.username, ip):
         raise HTTPException(429, f"too many wrong passwords for {body.username!r} from this address; try again in "
                                  f"{int(wait) + 1} s", headers={"Retry-After": str(int(wait) + 1)})
@@ -41,8 +41,13 @@ async def login(body: LoginIn, request: Request, response: Response, accounts: A
 
 
 @router.post("/api/auth/logout", tags=["auth"], status_code=204, dependencies=[ANY])
-def logout(response: Response) -> None:
-    """Drop the session cookie (a bearer token simply stops being sent; it expires with its TTL)."""
+def logout(request: Request, response: Response, accounts: Accounts) -> None:
+    """End this session everywhere: the token (cookie or bearer) is revoked in Redis until it would have expired,
+    so a copy of it (a stolen cookie, a token in a script) stops working too; the cookie is dropped."""
+    auth = request.headers.get("authorization", "")
+    token = auth[7:].strip() if auth.lower().startswith("bearer ") else request.cookies.get(COOKIE)
+    if token:
+        accounts.revoke(token)
     response.delete_cookie(COOKIE, path="/")
 
 

@@ -20,10 +20,13 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from alerts import CaseNotFound, CaseStore, EvidenceStore, IllegalTransition
 from alerts.background import QueueBackground
+from alerts.evidence import PhotoTooLarge
 from gridwatch.config import GridwatchConfig
 from vision.detections import IncidentKind
 
-from ..auth import ANY, AnyUser, check_case, check_grid, visible_cases, worker_may
+from ..auth import AnyUser, check_case, check_grid, visible_cases, worker_may
+from ..errors import RETRY_AFTER_S
+from ..guard import PHOTO_LIMIT
 from ..deps import get_config, get_evidence, get_store
 from ..pagination import Paging, paging
 from ..schemas import (AuditOut, CaseDetail, CaseOut, CaseStateName, ErrorOut, NoteIn, TakenCase, TransitionIn)
@@ -115,10 +118,12 @@ async def add_photo(case_id: str, request: Request, actor: Annotated[str, Query(
     worker_may(user, "photo", check_case(user, await asyncio.to_thread(_case_or_404, store, case_id)), actor)
     evidence: EvidenceStore = request.app.state.evidence
     data = photo
-    if len(data) > 10 << 20:
-        raise HTTPException(413, f"photo too large ({len(data)} bytes); at most 10 MiB")
+    if len(data) > PHOTO_LIMIT:  # api/guard.py stops a longer body as it streams in; this keeps the route honest
+        raise HTTPException(413, f"photo too large ({len(data)} bytes); at most {PHOTO_LIMIT >> 20} MiB")
     try:
         name = await asyncio.to_thread(evidence.save_photo, data)
+    except PhotoTooLarge as err:
+        raise HTTPException(413, str(err)) from None
     except ValueError as err:
         raise HTTPException(415, str(err)) from None
     try:
@@ -140,7 +145,7 @@ def act_on_case(case_id: str, action: Action, body: TransitionIn, store: Store, 
 
     Grid workers may accept, arrive and resolve their grids' cases, as themselves (``actor`` = their name).
     """
-    worker_may(user, action, check_case(user, _case_or_404(store, case_id)), body.actor)
+    worker_may(user, action, check_case(user, _case_or_404(store, case_id)), body.actor, body.worker)
     try:
         store.transition(case_id, action, body.actor, worker=body.worker, verdict=body.verdict, note=body.note,
                          by=user.name)
@@ -165,21 +170,43 @@ def take_case(grid_id: str, worker: Annotated[str, Query(min_length=1, max_lengt
     if grid_id not in {g.id for g in cfg.grids}:
         raise HTTPException(404, f"no grid {grid_id}")
     check_grid(user, grid_id)
-    worker_may(user, "take", {}, worker)
+    worker_may(user, "take", {}, worker, worker)
     case = store.take(grid_id, worker, block_ms=wait_ms or None)
     if case is None:
         raise HTTPException(204)
     return TakenCase(**CaseOut.of(case).model_dump(), delivery_id=case["delivery_id"], deliveries=case["deliveries"])
 
 
-@router.get("/evidence/{name}", tags=["cases"], response_class=FileResponse, responses=NOT_FOUND, dependencies=[ANY])
-def evidence(name: str, store: Evidence):
-    """Snapshots (JPEG), photos (JPEG, PNG) and clips (MP4, with range requests for seeking)."""
-    path = store.path(name)
-    if path is None:
+@router.get("/evidence/{name}", tags=["cases"], response_class=FileResponse, responses=NOT_FOUND)
+def evidence(name: str, files: Evidence, store: Store, user: AnyUser):
+    """Snapshots (JPEG), photos (JPEG, PNG) and clips (MP4, with range requests for seeking).
+
+    A grid worker gets a file only when a case of their grids refers to it (others: 404, as for the cases).
+    """
+    path = files.path(name)
+    if path is None or not _may_see_evidence(store, user, name):
         raise HTTPException(404, f"no evidence {name}")
-    return FileResponse(path, media_type=store.media_type(name),
+    return FileResponse(path, media_type=files.media_type(name),
                         headers={"Cache-Control": "max-age=86400, immutable"})
+
+
+def _redis_away(request: Request, err: Exception) -> ServerSentEvent:
+    """The stream's last word while Redis is away: reconnect in a few seconds (the outage is logged once)."""
+    request.app.state.redis_outage.failed(err)
+    return ServerSentEvent(event="stream.unavailable", retry=RETRY_AFTER_S * 1000,
+                           data=json.dumps({"detail": "the case database (Redis) is unavailable; reconnecting"}))
+
+
+def _may_see_evidence(store: CaseStore, user, name: str) -> bool:
+    if user.role != "grid_worker":
+        return True  # operators and admins see every case
+    for cid in store.evidence_cases(name):
+        try:
+            if user.sees_grid(store.get(cid).get("grid_id", "")):
+                return True
+        except CaseNotFound:
+            continue
+    return False
 
 
 @router.get("/events", tags=["cases"], response_class=EventSourceResponse)
@@ -192,19 +219,23 @@ async def events(request: Request, user: AnyUser,
     """
     store: CaseStore = request.app.state.store
     client = aioredis.from_url(request.app.state.redis_url, socket_timeout=30)
-    last = last_event_id or "$"
-    if last == "$":  # pin the position at once: "$" in a later XREAD would skip what arrives meanwhile
-        newest = await client.xrevrange(store.events_stream, count=1)
-        last = newest[0][0].decode() if newest else "0-0"
-    yield ServerSentEvent(event="stream.ready", data=json.dumps({"after": last}))
     try:
+        last = last_event_id or "$"
+        if last == "$":  # pin the position at once: "$" in a later XREAD would skip what arrives meanwhile
+            try:
+                newest = await client.xrevrange(store.events_stream, count=1)
+            except (aioredis.ConnectionError, aioredis.TimeoutError) as err:
+                yield _redis_away(request, err)
+                return
+            last = newest[0][0].decode() if newest else "0-0"
+        yield ServerSentEvent(event="stream.ready", data=json.dumps({"after": last}))
         while not await request.is_disconnected():
             try:
                 got = await client.xread({store.events_stream: last}, block=5000, count=100)
             except (aioredis.ConnectionError, aioredis.TimeoutError) as err:
-                # Redis restarting: end this stream; the browser's EventSource reconnects with
-                # Last-Event-ID and resumes where it stopped
-                log.warning("event stream interrupted: %s", err)
+                # Redis away or restarting: end this stream; the browser's EventSource reconnects (after the
+                # retry hint) with Last-Event-ID and resumes where it stopped
+                yield _redis_away(request, err)
                 return
             for _, entries in got or []:
                 for msg_id, fields in entries:
