@@ -57,9 +57,9 @@ def check_pixels(data: bytes) -> tuple[int, int]:
     try:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
-    except Image.DecompressionBombError as err:  # Pillow's own limit, far above ours
-        raise PhotoTooLarge(f"photo has too many pixels ({err}); at most {MAX_PHOTO_PIXELS // 1_000_000} "
-                            "megapixels") from None
+    except Image.DecompressionBombError:  # Pillow's own limit, far above ours
+        raise PhotoTooLarge(f"photo has more than {2 * Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels; at most "
+                            f"{MAX_PHOTO_PIXELS // 1_000_000} megapixels (send a smaller picture)") from None
     except (OSError, SyntaxError, ValueError):
         raise ValueError("photo could not be read; the file is damaged or not a JPEG/PNG image") from None
     if w > MAX_PHOTO_SIDE or h > MAX_PHOTO_SIDE or w * h > MAX_PHOTO_PIXELS:

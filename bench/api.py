@@ -58,6 +58,7 @@ def serve(args) -> int:
 
     from alerts import CaseStore, EvidenceStore
     from api import create_app
+    from api.server import uvicorn_config
     from gridwatch.accounts import AccountBook
     from gridwatch.config import parse_config
 
@@ -68,7 +69,7 @@ def serve(args) -> int:
     book.save()
     store = CaseStore(redis.Redis.from_url(args.redis_url), prefix=args.prefix)
     app = create_app(cfg, store, args.redis_url, EvidenceStore(data_dir / "evidence"))
-    uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning")).run()
+    uvicorn.Server(uvicorn_config(app, "127.0.0.1", args.port)).run()
     return 0
 
 
