@@ -4,8 +4,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -57,6 +60,7 @@ def _first_admin(cfg) -> str:
 
 def _serve(cfg, host: str, port: int, duration: float | None, banner: str, config_path: str | None = None,
            login: str = "") -> int:
+    from alerts.redis_server import DataDirInUse
     from gridwatch.service import Service
     from models import WeightsNotFound
 
@@ -73,6 +77,9 @@ def _serve(cfg, host: str, port: int, duration: float | None, banner: str, confi
     except WeightsNotFound as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except DataDirInUse as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -117,7 +124,9 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from alerts import CaseStore, EvidenceStore
+    from alerts.redis_server import DataDirInUse
     from api import create_app
+    from api.server import uvicorn_config
     from gridwatch.service import redis_url_for
 
     if (cfg := _config_or_report(args.config)) is None:
@@ -125,12 +134,16 @@ def cmd_serve(args) -> int:
     _logging(args.verbose)
     first = _first_admin(cfg)
     with ExitStack() as stack:
-        url = redis_url_for(cfg, stack)
+        try:
+            url = redis_url_for(cfg, stack)
+        except DataDirInUse as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
         client = redis.Redis.from_url(url)
         client.ping()
         app = create_app(cfg, CaseStore(client), url, EvidenceStore(cfg.alerts.evidence_dir))
         app.state.config_path = Path(args.config)
-        server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
+        server = uvicorn.Server(uvicorn_config(app, args.host, args.port))
         page = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '') else args.host}:{args.port}/"
 
         def announce():
@@ -139,7 +152,6 @@ def cmd_serve(args) -> int:
             print(f"gridwatch API for {len(cfg.cameras)} cameras{first}\nOperator page: {page}\n"
                   "Log in with your gridwatch account (`gridwatch user add` makes one)", flush=True)
 
-        import threading
         threading.Thread(target=announce, daemon=True).start()
         server.run()
     return 0
@@ -196,6 +208,24 @@ def cmd_user(args) -> int:
     return 0
 
 
+def _sigterm_unwinds() -> Callable[[], None]:
+    """SIGTERM ends gridwatch like Ctrl-C: every ``with`` block's cleanup runs; returns the undo.
+
+    uvicorn catches SIGTERM while it serves, shuts down, then raises the signal again: with the default disposition
+    that killed the process before the cleanups (the embedded Valkey, the alert spool, clips) ran. A second SIGTERM
+    is ignored rather than cutting that cleanup short (SIGKILL still ends everything; Valkey dies with us).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def stopping(signum, frame) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: None)  # a handler, not SIG_IGN: children must not inherit it
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stopping)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="gridwatch", description="cameras -> incidents -> grid cases")
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -246,10 +276,13 @@ def main(argv: list[str] | None = None) -> int:
         p.set_defaults(func=cmd_user)
 
     args = ap.parse_args(argv)
+    undo = _sigterm_unwinds()
     try:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    finally:
+        undo()
 
 
 if __name__ == "__main__":

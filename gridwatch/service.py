@@ -14,6 +14,7 @@ import uvicorn
 
 from alerts import AlertPublisher, CaseStore, EmbeddedValkey, EvidenceStore
 from api import create_app
+from api.server import uvicorn_config
 from gridwatch.config import GridwatchConfig, mask_url
 from gridwatch.configsync import ConfigChannel
 from gridwatch.runtime import Pipeline
@@ -85,13 +86,22 @@ class Service:
 
     def serve(self, host: str, port: int, duration: float | None = None, on_ready=None) -> None:
         """Serve the API until Ctrl-C (or for ``duration`` seconds)."""
-        server = uvicorn.Server(uvicorn.Config(self.app, host=host, port=port, log_level="warning"))
+        server = uvicorn.Server(uvicorn_config(self.app, host, port))
+        timer = None
         if duration is not None:
-            threading.Timer(duration, lambda: setattr(server, "should_exit", True)).start()
+            timer = threading.Timer(duration, lambda: setattr(server, "should_exit", True))
+            timer.daemon = True  # Ctrl-C ends the process now, not when the duration runs out
+            timer.start()
         if on_ready is not None:
             def _announce():
                 while not server.started:
+                    if server.should_exit:
+                        return
                     time.sleep(0.05)
                 on_ready()
             threading.Thread(target=_announce, daemon=True).start()
-        server.run()
+        try:
+            server.run()
+        finally:
+            if timer is not None:
+                timer.cancel()
