@@ -7,20 +7,24 @@ decoded and re-encoded, since aiortc can only pass through Annex-B H.264.
 
 ICE is limited to the addresses in the config (``live.ice_addresses``) with no
 STUN server by default, so no candidate leaves the machine's chosen networks.
+
+The source is opened only after ``streams.urls.check_source`` (RTSP, or a video
+file inside ``settings.media_dirs``) and with its FFmpeg whitelists.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-from urllib.parse import urlsplit
+from pathlib import Path
+from typing import Iterable
 
 import aioice.ice
 from aiortc import (MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender,
                     RTCSessionDescription)
 from aiortc.contrib.media import MediaPlayer, MediaRelay
 
-from gridwatch.config import Camera, mask_url
-from streams.reader import RTSP_OPTIONS
+from gridwatch.config import Camera
+from streams.urls import UnsafeSource, check_source, mask_url_field
 
 log = logging.getLogger(__name__)
 
@@ -68,31 +72,40 @@ class FromKeyframe(MediaStreamTrack):
 class LiveViews:
     """WebRTC sessions for the cameras of one config."""
 
-    def __init__(self, ice_addresses: list[str], stun_servers: list[str] | None = None):
+    def __init__(self, ice_addresses: list[str], stun_servers: list[str] | None = None,
+                 media_dirs: Iterable[Path] = ()):
         limit_ice_to(ice_addresses)
+        self.media_dirs = list(media_dirs)  # where local video files may come from (settings.media_dirs)
         self.ice = RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in (stun_servers or [])])
         self.relay = MediaRelay()
         self.players: dict[str, MediaPlayer] = {}
         self.peers: set[RTCPeerConnection] = set()
         self._lock = asyncio.Lock()
 
-    async def _player(self, cam: Camera) -> tuple[MediaPlayer, bool]:
+    async def _player(self, cam: Camera, media_dirs: Iterable[Path]) -> tuple[MediaPlayer, bool]:
         """The camera's shared source; (player, passthrough)."""
         url = cam.view_url or cam.url
-        rtsp = urlsplit(url).scheme in ("rtsp", "rtsps")
+        try:
+            source = check_source(url, media_dirs, field="view_url" if cam.view_url else "url")
+        except UnsafeSource as err:  # the router answers LookupError with 502
+            raise LookupError(f"camera {cam.id}'s {err}") from None
+        rtsp = source.kind == "rtsp"
         async with self._lock:
             player = self.players.get(cam.id)
             if player is None or player.video is None or player.video.readyState == "ended":
-                log.info("live view of %s from %s", cam.id, mask_url(url))
+                log.info("live view of %s from %s", cam.id, mask_url_field(url))
                 player = await asyncio.to_thread(
-                    MediaPlayer, url, options=dict(RTSP_OPTIONS) if rtsp else None, timeout=5, decode=not rtsp,
-                    loop=not rtsp)
+                    MediaPlayer, source.target, options=source.options, timeout=5, decode=not rtsp, loop=not rtsp)
                 self.players[cam.id] = player
         return player, rtsp
 
-    async def answer(self, cam: Camera, sdp: str, kind: str) -> RTCSessionDescription:
-        """Answer a browser's offer with the camera's video, send-only."""
-        player, passthrough = await self._player(cam)
+    async def answer(self, cam: Camera, sdp: str, kind: str,
+                     media_dirs: Iterable[Path] | None = None) -> RTCSessionDescription:
+        """Answer a browser's offer with the camera's video, send-only.
+
+        ``media_dirs``: the running config's ``settings.media_dirs`` (default: those given at construction).
+        """
+        player, passthrough = await self._player(cam, self.media_dirs if media_dirs is None else media_dirs)
         if player.video is None:
             raise LookupError(f"camera {cam.id} has no video stream")
         pc = RTCPeerConnection(self.ice)

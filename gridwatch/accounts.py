@@ -31,7 +31,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gridwatch.config import ConfigError, GridwatchConfig, mask_url, problems_of
+from gridwatch.config import ConfigError, GridwatchConfig, problems_of
+from streams.urls import mask_json
 
 Role = Literal["operator", "grid_worker", "admin"]
 ROLES: tuple[str, ...] = ("operator", "grid_worker", "admin")
@@ -324,7 +325,7 @@ class AdminAudit:
 
     def record(self, actor: str, action: str, target: str, detail: dict | None = None, status: int | None = None) -> dict:
         entry = {"ts": time.time(), "actor": actor, "action": action, "target": target,
-                 "detail": json.loads(mask_url(json.dumps(detail or {}))), "status": status}
+                 "detail": mask_json(detail or {}), "status": status}
         # chain: each entry carries the hash of the one before (WATCH keeps two writers from forking it)
         with self.r.pipeline() as pipe:
             while True:

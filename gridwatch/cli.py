@@ -12,19 +12,16 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-from gridwatch.config import ConfigError, load_config, mask_url
+from gridwatch.config import ConfigError, load_config
+from streams.urls import MaskingFormatter, url_secrets
 
 
-class _MaskingFormatter(logging.Formatter):
-    """Every log line passes through mask_url: camera passwords never reach a log."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return mask_url(super().format(record))
-
-
-def _logging(verbose: bool) -> None:
+def _logging(verbose: bool, cfg=None) -> None:
+    """Every log line passes through the URL masker and, with ``cfg``, hides its cameras' passwords wherever they
+    appear (also where no URL shape is left around them, e.g. a password with spaces in an FFmpeg message)."""
+    secrets = [s for c in (cfg.cameras if cfg is not None else ()) for u in (c.url, c.view_url) for s in url_secrets(u)]
     handler = logging.StreamHandler()
-    handler.setFormatter(_MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.setFormatter(MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S", secrets))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
     for noisy in ("ultralytics", "aioice", "aiortc", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -86,7 +83,7 @@ def _serve(cfg, host: str, port: int, duration: float | None, banner: str, confi
 def cmd_run(args) -> int:
     if (cfg := _config_or_report(args.config)) is None:
         return 1
-    _logging(args.verbose)
+    _logging(args.verbose, cfg)
     return _serve(cfg, args.host, args.port, args.duration, f"gridwatch: {len(cfg.cameras)} cameras", args.config)
 
 
@@ -131,7 +128,7 @@ def cmd_serve(args) -> int:
 
     if (cfg := _config_or_report(args.config)) is None:
         return 1
-    _logging(args.verbose)
+    _logging(args.verbose, cfg)
     first = _first_admin(cfg)
     with ExitStack() as stack:
         try:

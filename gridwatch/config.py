@@ -10,21 +10,13 @@ import math
 import re
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*)(?::[^@/\s]*)?@")
-
-
-def mask_url(text: str) -> str:
-    """Replace the password of every URL in ``text`` with ``***``.
-
-    Used on everything that may reach a log, an error or the API, because camera
-    URLs carry device passwords.
-    """
-    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", str(text))
+# masking and the one check of what may be opened live beside the code that opens cameras (streams/urls.py);
+# mask_url stays importable from here for its many callers
+from streams.urls import UnsafeSource, check_source, is_file_url, mask_url, mask_url_field, restore_secrets, scheme_of
 
 
 class _Strict(BaseModel):
@@ -208,7 +200,7 @@ class Camera(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     name: str = ""
     url: str = Field(description="detect stream: rtsp:// or rtsps:// URL (a low-resolution substream is best), "
-                                 "or a local video file path (demo, tests)")
+                                 "or a video file inside settings.media_dirs (demo, tests)")
     view_url: str | None = Field(default=None, description="main stream for live view and clips; default: url")
     grid: str
     lat: float = Field(ge=-90, le=90)
@@ -223,18 +215,20 @@ class Camera(_Strict):
     @field_validator("url", "view_url")
     @classmethod
     def _url(cls, url: str | None) -> str | None:
+        """The URL's form; whether a local file may be opened depends on settings.media_dirs (GridwatchConfig)."""
         if url is None:
             return None
-        parts = urlsplit(url)
-        if parts.scheme in ("rtsp", "rtsps"):
-            if not parts.hostname:
-                raise ValueError(f"{mask_url(url)!r} has no host; write rtsp://HOST[:PORT]/PATH")
+        scheme = scheme_of(url)
+        if scheme in ("rtsp", "rtsps"):
+            try:
+                check_source(url)
+            except UnsafeSource as err:
+                raise ValueError(f"{mask_url_field(url)!r} {err.reason}") from None
             return url
-        if parts.scheme in ("", "file"):
+        if scheme in ("", "file"):
             return url
-        raise ValueError(
-            f"unsupported scheme {parts.scheme!r} in {mask_url(url)!r}; use rtsp://, rtsps:// or a local file path"
-        )
+        raise ValueError(f"unsupported scheme {scheme!r} in {mask_url_field(url)!r}; use rtsp://, rtsps:// or "
+                         "a video file inside a folder listed in settings.media_dirs")
 
     @model_validator(mode="after")
     def _conflict_rate(self) -> "Camera":
@@ -255,7 +249,7 @@ class Camera(_Strict):
 
     @property
     def safe_url(self) -> str:
-        return mask_url(self.url)
+        return mask_url_field(self.url)
 
 
 Position = tuple[Annotated[float, Field(ge=-180.0, le=180.0)], Annotated[float, Field(ge=-90.0, le=90.0)]]
@@ -414,6 +408,9 @@ class AuthConfig(_Strict):
 
 class Settings(_Strict):
     data_dir: Path = Path("var")
+    media_dirs: list[Path] = Field(
+        default_factory=list, description="folders whose video files may be used as cameras (demo, tests; relative to "
+        "the config file); empty: no local files at all, only rtsp:// and rtsps:// URLs")
     redis_url: str | None = Field(default=None, description="use this Redis/Valkey; empty starts an embedded Valkey")
 
 
@@ -449,12 +446,37 @@ class GridwatchConfig(_Strict):
             raise ValueError("\n".join(problems))
         return self
 
+    @model_validator(mode="after")
+    def _local_files(self, info: ValidationInfo) -> "GridwatchConfig":
+        """Local video files only from settings.media_dirs: FFmpeg would read any file the server can.
+
+        Relative paths resolve against ``base`` in the validation context (the config
+        file's folder, as ``resolve_paths`` will), else against the working folder.
+        """
+        base = (info.context or {}).get("base") if info is not None else None
+        problems = []
+        for i, c in enumerate(self.cameras):
+            for name in ("url", "view_url"):
+                url = getattr(c, name)
+                if url is None or not is_file_url(url):
+                    continue
+                try:
+                    check_source(url, self.settings.media_dirs, field=name, base=base)
+                except UnsafeSource as err:
+                    problems.append(f"cameras[{i}].{name}: {err.reason}")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
     def resolve_paths(self, base: Path) -> "GridwatchConfig":
         """Make file paths absolute against ``base`` (the config file's folder)."""
         for cam in self.cameras:
-            if urlsplit(cam.url).scheme == "" and not Path(cam.url).is_absolute():
+            if scheme_of(cam.url) == "" and not Path(cam.url).is_absolute():
                 cam.url = str(base / cam.url)
+            if cam.view_url and scheme_of(cam.view_url) == "" and not Path(cam.view_url).is_absolute():
+                cam.view_url = str(base / cam.view_url)
         s, a = self.settings, self.alerts
+        s.media_dirs = [d if d.is_absolute() else base / d for d in s.media_dirs]
         if not s.data_dir.is_absolute():
             s.data_dir = base / s.data_dir
         if a.evidence_dir is None:
@@ -528,9 +550,10 @@ def problems_of(err: ValidationError) -> list[tuple[str, str]]:
     return out
 
 
-def parse_config(data: dict, source: str = "<config>") -> GridwatchConfig:
+def parse_config(data: dict, source: str = "<config>", base: Path | None = None) -> GridwatchConfig:
+    """Validate a config; ``base`` is the folder its relative paths belong to (default: the working folder)."""
     try:
-        return GridwatchConfig.model_validate(data)
+        return GridwatchConfig.model_validate(data, context={"base": base} if base is not None else None)
     except ValidationError as err:
         raise ConfigError(source, problems_of(err)) from None
 
@@ -550,7 +573,8 @@ def load_config(path: Path | str) -> GridwatchConfig:
         raise ConfigError(path, [(where, f"not valid YAML: {getattr(err, 'problem', err)}")]) from None
     if not isinstance(data, dict):
         raise ConfigError(path, [("(top level)", "expected a mapping with grids: and cameras:")])
-    cfg = parse_config(data, str(path)).resolve_paths(path.resolve().parent)
+    base = path.resolve().parent
+    cfg = parse_config(data, str(path), base).resolve_paths(base)
     if problems := calibration_problems(cfg):
         raise ConfigError(path, problems)
     return cfg
@@ -605,15 +629,12 @@ def keep_secret(new_url: str | None, old_url: str | None) -> str | None:
     """An edited URL that comes back with the masked password (``***``) keeps the stored one.
 
     The API never shows camera passwords, so an admin who edits anything else
-    sends the masked URL back; this restores the password for the same user.
+    sends the masked URL back; this restores the password (or ``password=`` query
+    value) only for the same scheme, host, port and user. Otherwise the ``***``
+    stays and the caller asks for the password: a stored password is never sent
+    to a host it was not typed for.
     """
-    if not new_url or not old_url or ":***@" not in new_url:
-        return new_url
-    old = urlsplit(old_url)
-    new = urlsplit(new_url)
-    if old.password is None or new.username != old.username:
-        return new_url
-    return urlunsplit(new._replace(netloc=new.netloc.replace(f"{new.username}:***@", f"{old.username}:{old.password}@", 1)))
+    return restore_secrets(new_url, old_url)
 
 
 def save_config(cfg: GridwatchConfig, path: Path | str) -> None:

@@ -110,5 +110,13 @@ def demo_config(urls: dict[str, str], data_dir: Path) -> GridwatchConfig:
         "cameras": cameras,
         "alerts": {"cooldown_s": 60},
         "detector": {"max_batch": 8},
-        "settings": {"data_dir": str(data_dir)},
+        "settings": {"data_dir": str(data_dir), "media_dirs": footage_dirs(urls)},
     }, "<demo>").resolve_paths(data_dir)
+
+
+def footage_dirs(urls: dict[str, str]) -> list[str]:
+    """The folders of the clips read as files (``--no-rtsp``): the only ones the demo may open (settings.media_dirs)."""
+    from streams.urls import is_file_url, local_path
+
+    dirs = [str(Path(local_path(u)).resolve().parent) for u in urls.values() if is_file_url(u)]
+    return list(dict.fromkeys(dirs))

@@ -14,7 +14,10 @@ from collections import deque
 from dataclasses import dataclass, replace
 from typing import Callable, Protocol
 
+import redis
+
 from alerts import AlertPublisher, CaseStore
+from alerts.outage import OutageLog
 from gridwatch.config import GridwatchConfig
 from gridwatch.telemetry import Telemetry
 from streams import CameraReader, FrameSlot
@@ -218,7 +221,8 @@ class Pipeline:
     def _reader(self, cam) -> CameraReader:
         ing = self.cfg.ingest
         return CameraReader(cam.id, cam.url, cam.fps, self.slots[cam.id], open_timeout=ing.open_timeout_s,
-                            read_timeout=ing.read_timeout_s, max_side=ing.max_side, hwaccel=ing.hwaccel)
+                            read_timeout=ing.read_timeout_s, max_side=ing.max_side, hwaccel=ing.hwaccel,
+                            media_dirs=self.cfg.settings.media_dirs)
 
     def reconfigure(self, cfg: GridwatchConfig) -> dict[str, list[str]]:
         """Apply a changed config while running: start, stop or restart readers, rebuild changed analysers.
@@ -274,10 +278,14 @@ class Pipeline:
         return out
 
     def _report_health(self) -> None:
+        outage = OutageLog("Redis (camera health)", log)  # logged once per outage, not once per round
         while not self._stop.wait(self._health_every):
             try:
                 self.telemetry.put(self.health(), self.inference.stats())
-            except Exception as err:  # Redis away for a moment: the next round tries again
+                outage.ok()
+            except redis.ConnectionError as err:  # Redis away: the next round tries again
+                outage.failed(err)
+            except Exception as err:
                 log.warning("could not write camera health: %s", err)
 
     def _write_overlays(self) -> None:

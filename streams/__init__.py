@@ -2,5 +2,8 @@
 from .frame import Frame
 from .reader import Backoff, CameraHealth, CameraReader, FrameSlot, StreamEnded
 from .rtsp import RtspServer, rtsp_server_available
+from .urls import MaskingFormatter, UnsafeSource, check_source, mask_json, mask_text, mask_url, url_secrets
 
-__all__ = ["Backoff", "CameraHealth", "CameraReader", "Frame", "FrameSlot", "RtspServer", "StreamEnded", "rtsp_server_available"]
+__all__ = ["Backoff", "CameraHealth", "CameraReader", "Frame", "FrameSlot", "MaskingFormatter", "RtspServer",
+           "StreamEnded", "UnsafeSource", "check_source", "mask_json", "mask_text", "mask_url", "rtsp_server_available",
+           "url_secrets"]

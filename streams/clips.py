@@ -11,6 +11,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from .urls import check_source
+
 
 def make_h264_clip(source: Path | str | None, dest: Path | str, width: int, height: int, fps: int, gop: int,
                    seconds: float, container: str = "mp4") -> Path:
@@ -44,9 +46,12 @@ def _frames(source, width: int, height: int, n: int):
             img[height // 3: height // 3 + 40, x:x + 40] = (40, 200, 240)
             yield img
         return
+    # the caller names the footage (tests, benchmarks): its own folder is the media dir, and the one check
+    # still refuses URLs (concat:, http:, ...) and non-video demuxers
+    src = check_source(str(source), [Path(source).resolve().parent], field="source")
     produced = 0
     while produced < n:  # loop the source when it is shorter than asked
-        with av.open(str(source)) as c:
+        with av.open(src.target, options=src.options) as c:
             for f in c.decode(video=0):
                 yield f.to_ndarray(format="bgr24", width=width, height=height)
                 produced += 1

@@ -13,26 +13,20 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
-from urllib.parse import urlsplit
+from typing import Callable, Iterable, Literal
 
 import av
 import numpy as np
 
-from gridwatch.config import mask_url
 from .decode import DecodePlanner
 from .frame import Frame
+from .urls import RTSP_OPTIONS, check_source, is_file_url, mask_text, url_secrets
 
 log = logging.getLogger(__name__)
 
 CameraState = Literal["connecting", "online", "stalled", "offline", "unauthorized", "stopped"]
 
-RTSP_OPTIONS = {
-    "rtsp_transport": "tcp",
-    "timeout": "3000000",  # µs; the socket-level timeout of FFmpeg's RTSP demuxer
-    "analyzeduration": "500000",  # open in ~0.6 s instead of ~2.8 s (measured)
-    "probesize": "65536",
-}
+__all__ = ["RTSP_OPTIONS", "Backoff", "CameraHealth", "CameraReader", "FrameSlot", "StreamEnded", "pick_hwaccel"]
 
 
 class FrameSlot:
@@ -131,7 +125,8 @@ class CameraReader(threading.Thread):
 
     ``fps`` is the analysis rate: frames are sampled on their timestamps so the
     analyser gets ``fps`` frames per second of video whatever the camera sends.
-    Local files are paced at their own frame rate, so they behave like a camera.
+    Local files are paced at their own frame rate, so they behave like a camera;
+    they are opened only from ``media_dirs`` (``streams.urls.check_source``, asked at every connect).
     """
 
     STALL_S = 3.0  # no frame for this long while connected: stalled
@@ -139,13 +134,16 @@ class CameraReader(threading.Thread):
 
     def __init__(self, camera_id: str, url: str, fps: float, slot: FrameSlot,
                  open_timeout: float = 5.0, read_timeout: float = 5.0, loop_files: bool = True,
-                 max_side: int | None = 1280, hwaccel: str = "auto", clock: Callable[[], float] = time.time):
+                 max_side: int | None = 1280, hwaccel: str = "auto", clock: Callable[[], float] = time.time,
+                 media_dirs: Iterable[Path] = ()):
         super().__init__(name=f"reader-{camera_id}", daemon=True)
         self.camera_id, self.url, self.fps, self.slot = camera_id, url, fps, slot
+        self.media_dirs = list(media_dirs)
+        self._secrets = url_secrets(url)  # masked in every error and log line, even where no URL parser sees them
         self.timeouts = (open_timeout, read_timeout)
         self.loop_files = loop_files
         self.max_side = max_side  # frames are shrunk to this long side while converting (the model sees 640)
-        self.is_file = urlsplit(url).scheme in ("", "file")
+        self.is_file = is_file_url(url)
         self.health = CameraHealth(camera_id)
         self.health.history.append((self.health.state, self.health.since))
         self.hwaccel = pick_hwaccel(hwaccel)
@@ -179,11 +177,14 @@ class CameraReader(threading.Thread):
     def _set_state(self, state: CameraState, error: str | None = None) -> None:
         h = self.health
         if error is not None:
-            h.last_error = mask_url(error)
+            h.last_error = self._mask(error)
         if h.state != state:
             log.info("camera %s: %s -> %s%s", self.camera_id, h.state, state, f" ({h.last_error})" if error else "")
             h.state, h.since = state, self._clock()
             h.history.append((state, h.since))
+
+    def _mask(self, text: str) -> str:
+        return mask_text(text, self._secrets)
 
     def run(self) -> None:
         while not self._stop_event.is_set():
@@ -219,23 +220,21 @@ class CameraReader(threading.Thread):
         self._set_state("stopped")
 
     def _open(self):
-        if self.is_file:
-            path = urlsplit(self.url).path if self.url.startswith("file:") else self.url
-            if not Path(path).is_file():
-                raise FileNotFoundError(f"no such video file: {path}")
-            return av.open(path, timeout=self.timeouts)
-        if self.hwaccel:
+        """Open the camera; the URL is checked again at every connect (a media dir's symlink may have changed)."""
+        source = check_source(self.url, self.media_dirs)
+        if self.hwaccel and source.kind == "rtsp":
             from av.codec.hwaccel import HWAccel
 
             try:
-                return av.open(self.url, options=RTSP_OPTIONS, timeout=self.timeouts,
+                return av.open(source.target, options=source.options, timeout=self.timeouts,
                                hwaccel=HWAccel(self.hwaccel, allow_software_fallback=True))
             except (av.error.FFmpegError, ValueError, RuntimeError) as err:
                 if isinstance(err, (av.error.HTTPError, ConnectionError, av.error.TimeoutError, PermissionError)):
                     raise  # the camera's problem, not the decoder's
-                log.warning("camera %s: %s decoding unavailable (%s); using the CPU", self.camera_id, self.hwaccel, err)
+                log.warning("camera %s: %s decoding unavailable (%s); using the CPU", self.camera_id, self.hwaccel,
+                            self._mask(str(err)))
                 self.hwaccel = None
-        return av.open(self.url, options=RTSP_OPTIONS, timeout=self.timeouts)
+        return av.open(source.target, options=source.options, timeout=self.timeouts)
 
     MAX_CONSECUTIVE_DECODE_ERRORS = 50
 
@@ -290,7 +289,7 @@ class CameraReader(threading.Thread):
                     # corrupt data: skip the packet, keep the connection; give up only if it persists
                     h.decode_errors += 1
                     errors += 1
-                    h.last_error = f"decode error: {err}"
+                    h.last_error = self._mask(f"decode error: {err}")
                     if errors >= self.MAX_CONSECUTIVE_DECODE_ERRORS:
                         raise
                     continue

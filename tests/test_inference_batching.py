@@ -152,7 +152,7 @@ def detector() -> PersonDetector:
 def test_pipelined_loop_analyses_every_live_camera_with_the_detectors_results(detector, images):
     """5 cameras at 5 fps and one dead one through the real loop: each frame's people are those detect() finds."""
     cfg = parse_config({"grids": [{"id": "g", "name": "G"}],
-                        "cameras": [{"id": f"cam-{i}", "url": "x.mp4", "grid": "g", "lat": 0, "lon": 0, "fps": 5}
+                        "cameras": [{"id": f"cam-{i}", "url": "rtsp://192.0.2.1/x", "grid": "g", "lat": 0, "lon": 0, "fps": 5}
                                     for i in range(6)]})
     slots, wake = fleet(6)
     analyses = []
@@ -195,7 +195,7 @@ def test_pipelined_loop_analyses_every_live_camera_with_the_detectors_results(de
 def test_a_camera_whose_analysis_fails_does_not_take_the_batch_with_it(detector, images):
     """One camera's analysis raising (say, a broken calibration) loses that frame only; the error shows in stats."""
     cfg = parse_config({"grids": [{"id": "g", "name": "G"}],
-                        "cameras": [{"id": f"cam-{i}", "url": "x.mp4", "grid": "g", "lat": 0, "lon": 0, "fps": 5}
+                        "cameras": [{"id": f"cam-{i}", "url": "rtsp://192.0.2.1/x", "grid": "g", "lat": 0, "lon": 0, "fps": 5}
                                     for i in range(3)]})
 
     class Broken(CameraAnalyser):

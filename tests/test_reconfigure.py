@@ -43,5 +43,6 @@ def test_save_config_round_trips_and_keeps_secrets(tmp_path):
     save_config(cfg, path)
     again = load_config(path)
     assert again.cameras[0].url == "rtsp://admin:s3cret@192.0.2.1/x"
-    # the admin page sends back the masked URL it was shown: the stored password stays
-    assert keep_secret("rtsp://admin:***@192.0.2.9/x", again.cameras[0].url) == "rtsp://admin:s3cret@192.0.2.9/x"
+    # the admin page sends back the masked URL it was shown: the stored password stays, for the same host only
+    assert keep_secret("rtsp://admin:***@192.0.2.1/y", again.cameras[0].url) == "rtsp://admin:s3cret@192.0.2.1/y"
+    assert keep_secret("rtsp://admin:***@192.0.2.9/x", again.cameras[0].url) == "rtsp://admin:***@192.0.2.9/x"

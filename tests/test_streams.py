@@ -61,7 +61,7 @@ def test_backoff_is_capped_with_jitter_and_resets():
 
 def test_file_is_sampled_at_the_analysis_rate(vtest):
     slot = FrameSlot()
-    reader = CameraReader("file", str(vtest), fps=4, slot=slot)
+    reader = CameraReader("file", str(vtest), fps=4, slot=slot, media_dirs=[vtest.parent])
     reader.start()
     got = []
     t0 = time.monotonic()

@@ -4,11 +4,14 @@ Every change is the config model's own: the body is a ``gridwatch.config.Camera`
 as the YAML file is, then the whole config is validated again (grid references, unique ids). A valid
 change is written to the config file (when there is one) and published on the ``ConfigChannel``: the running
 pipeline applies it within about a second, without a restart. Camera passwords never leave the server:
-URLs are masked (``rtsp://user:***@host``) and a masked URL sent back keeps the stored password.
+URLs are masked (``rtsp://user:***@host``) and a masked URL sent back keeps the stored password, for the same
+scheme, host, port and user only. The camera test and snapshot open only what ``streams.urls.check_source``
+allows (RTSP, or video files in ``settings.media_dirs``), and say little about what they found.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import threading
 from pathlib import Path
@@ -29,8 +32,9 @@ from gridwatch.config import (
     save_config,
 )
 from gridwatch.configsync import ConfigChannel
+from streams.urls import UnsafeSource, check_source, has_masked_secret, mask_text, mask_url_field, url_secrets
 
-from ..auth import ADMIN, ANY, PAGE, AnyUser
+from ..auth import ADMIN, ADMIN_PAGE, ANY, PAGE, AnyUser
 from ..schemas import (
     AdminConfigOut,
     AdminSavedOut,
@@ -48,6 +52,7 @@ pages = APIRouter(include_in_schema=False, dependencies=[PAGE])
 Actor = Annotated[str, Query(min_length=1, max_length=64, description="who makes the change (audit)")]
 INVALID = {422: {"model": ErrorOut, "description": "each problem in errors, with its field path (body.zones.0.polygon)"}}
 _locks_guard = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 def _lock(request: Request) -> threading.Lock:
@@ -64,8 +69,7 @@ def _channel(request: Request) -> ConfigChannel:
 
 
 def _masked(cam: Camera) -> Camera:
-    return cam.model_copy(update={"url": mask_url(cam.url),
-                                  "view_url": mask_url(cam.view_url) if cam.view_url else None})
+    return cam.model_copy(update={"url": mask_url_field(cam.url), "view_url": mask_url_field(cam.view_url)})
 
 
 def _saved_to(request: Request) -> str | None:
@@ -182,9 +186,8 @@ def put_camera(camera_id: str, camera: Camera, request: Request, actor: Actor = 
         old = cfg.camera(camera_id) if camera_id in ids else None
         url = keep_secret(camera.url, old.url if old else None)
         view_url = keep_secret(camera.view_url, (old.view_url or old.url) if old else None)
-        problems = [_problem(["body", f], "type the password again: the stored one belongs to another user or "
-                                          "there is none") for f, u in (("url", url), ("view_url", view_url))
-                    if u and ":***@" in u]
+        problems = [_problem(["body", f], RETYPE) for f, u in (("url", url), ("view_url", view_url))
+                    if has_masked_secret(u)]
         if problems:
             raise HTTPException(422, problems)
         new = camera.model_copy(update={"url": url, "view_url": view_url})
@@ -227,13 +230,38 @@ def put_grid(grid_id: str, grid: Grid, request: Request, actor: Actor = "admin",
 
 
 # ---- pictures from cameras ----------------------------------------------------------------------------------------
-async def _jpeg(url: str) -> Response:
-    from streams.snapshot import grab
+RETYPE = ("type the password again: the stored one is kept only for the same scheme, host, port and user "
+          "(and there must be one)")
 
+
+def _media_dirs(request: Request) -> list[Path]:
+    return list(request.app.state.config.settings.media_dirs)
+
+
+def _allowed(url: str, request: Request, loc: list) -> None:
+    """422 for a URL that may not be opened at all (another protocol, a file outside settings.media_dirs)."""
     try:
-        img = await asyncio.to_thread(grab, url, 8.0)
-    except Exception as err:  # noqa: BLE001 - any failure is the camera's; its message says why, password masked
-        raise HTTPException(502, mask_url(str(err)) or type(err).__name__) from None
+        check_source(url, _media_dirs(request))
+    except UnsafeSource as err:
+        raise HTTPException(422, [_problem(loc, err.reason)]) from None
+
+
+async def _jpeg(url: str, request: Request, loc: list) -> Response:
+    """One picture from an allowed URL; a failure is 502 with a coarse message, the detail goes to the log."""
+    from streams.snapshot import MESSAGES, SnapshotError, grab
+
+    _allowed(url, request, loc)
+    try:
+        img = await asyncio.to_thread(grab, url, _media_dirs(request), 8.0)
+    except UnsafeSource as err:  # the media dir changed under us
+        raise HTTPException(422, [_problem(loc, err.reason)]) from None
+    except SnapshotError as err:
+        log.warning("camera picture from %s failed (%s): %s", mask_url_field(url), err.kind, err.detail)
+        raise HTTPException(502, str(err)) from None
+    except Exception as err:  # noqa: BLE001 - any other failure is the camera's too; only the log says which
+        log.warning("camera picture from %s failed: %s", mask_url_field(url),
+                    mask_text(f"{type(err).__name__}: {err}", url_secrets(url)))
+        raise HTTPException(502, f"{mask_url_field(url)}: {MESSAGES['unreachable']}") from None
     _, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
     h, w = img.shape[:2]
     return Response(buf.tobytes(), media_type="image/jpeg",
@@ -241,14 +269,19 @@ async def _jpeg(url: str) -> Response:
 
 
 _JPEG = {200: {"content": {"image/jpeg": {}}, "description": "a picture from the camera, now"},
-         502: {"model": ErrorOut, "description": "the camera cannot be reached; the message says why"}}
+         422: {"model": ErrorOut, "description": "a URL that may not be opened (only rtsp://, rtsps:// and video "
+                                                 "files in settings.media_dirs), or a masked password to type"},
+         502: {"model": ErrorOut, "description": "no picture: unreachable, a wrong password, or not a video"}}
 
 
 @router.post("/cameras/test", response_class=Response, responses=_JPEG)
 async def test_camera(body: CameraTestIn, request: Request) -> Response:
-    """Connect to a URL (as typed in the form) and return one picture; a masked password uses the stored one."""
+    """Connect to a URL (as typed in the form) and return one picture.
+
+    A masked password uses the stored one of ``camera_id``, for the same scheme, host, port and user only.
+    """
     url = body.url
-    if ":***@" in url and body.camera_id:
+    if has_masked_secret(url) and body.camera_id:
         cfg: GridwatchConfig = request.app.state.config
         try:
             old = cfg.camera(body.camera_id)
@@ -256,12 +289,12 @@ async def test_camera(body: CameraTestIn, request: Request) -> Response:
             old = None
         for stored in (old.url, old.view_url) if old is not None else ():
             kept = keep_secret(body.url, stored) if stored else None
-            if kept and ":***@" not in kept:
+            if kept and not has_masked_secret(kept):
                 url = kept
                 break
-    if ":***@" in url:
-        raise HTTPException(422, [_problem(["body", "url"], "type the password: there is no stored one for this user")])
-    return await _jpeg(url)
+    if has_masked_secret(url):
+        raise HTTPException(422, [_problem(["body", "url"], RETYPE)])
+    return await _jpeg(url, request, ["body", "url"])
 
 
 @router.get("/cameras/{camera_id}/snapshot", response_class=Response, responses={**_JPEG, 404: {"model": ErrorOut}})
@@ -271,7 +304,7 @@ async def camera_snapshot(camera_id: str, request: Request) -> Response:
         cam = request.app.state.config.camera(camera_id)
     except KeyError:
         raise HTTPException(404, f"no camera {camera_id}") from None
-    return await _jpeg(cam.url)
+    return await _jpeg(cam.url, request, ["url"])
 
 
 # ---- the console's map ----------------------------------------------------------------------------------------------
@@ -291,6 +324,6 @@ def worker_page(request: Request) -> FileResponse:
     return FileResponse(request.app.state.static_dir / "worker.html")
 
 
-@pages.get("/admin")
+@pages.get("/admin", dependencies=[ADMIN_PAGE])
 def admin_page(request: Request) -> FileResponse:
     return FileResponse(request.app.state.static_dir / "admin.html")

@@ -6,8 +6,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException
 
 from alerts import CaseStore
-from gridwatch.config import Camera, GridwatchConfig, mask_url
+from gridwatch.config import Camera, GridwatchConfig
 from gridwatch.telemetry import Telemetry
+from streams.urls import mask_text, mask_url_field, url_secrets
 
 from ..auth import STAFF, AnyUser, check_grid
 from ..deps import get_config, get_store, get_telemetry
@@ -34,12 +35,20 @@ def list_grids(cfg: Config, user: AnyUser, page: Annotated[Paging, paging(1000, 
 
 
 def camera_out(c: Camera, h: dict) -> CameraOut:
+    """A camera as anyone who sees its grid may see it: every secret of its URLs masked, in its error too.
+
+    The reader masks its error already; masking again here, with this camera's known secrets,
+    also covers what an older reader (or another process) reported.
+    """
     counts = h.get("zones", {})
+    health = {k: v for k, v in h.items() if k in _HEALTH_FIELDS}
+    if health.get("last_error"):
+        health["last_error"] = mask_text(health["last_error"], url_secrets(c.url) + url_secrets(c.view_url))
     return CameraOut(
-        id=c.id, name=c.name, grid=c.grid, lat=c.lat, lon=c.lon, fps=c.fps, url=c.safe_url,
-        view_url=mask_url(c.view_url) if c.view_url else None,
+        id=c.id, name=c.name, grid=c.grid, lat=c.lat, lon=c.lon, fps=c.fps, url=mask_url_field(c.url),
+        view_url=mask_url_field(c.view_url),
         zones=[ZoneOut(id=z.id, name=z.name, polygon=z.polygon, count=counts.get(z.id)) for z in c.zones],
-        **{k: v for k, v in h.items() if k in _HEALTH_FIELDS},
+        **health,
     )
 
 

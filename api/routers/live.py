@@ -46,7 +46,7 @@ async def webrtc_offer(camera_id: str, offer: SessionDescription, request: Reque
     cam = _camera(cfg, camera_id)
     check_grid(user, cam.grid)
     try:
-        answer = await request.app.state.live.answer(cam, offer.sdp, offer.type)
+        answer = await request.app.state.live.answer(cam, offer.sdp, offer.type, cfg.settings.media_dirs)
     except (OSError, LookupError) as err:  # the camera cannot be reached now
         raise HTTPException(502, f"camera {camera_id} cannot be opened: {err}") from None
     return SessionDescription(sdp=answer.sdp, type=answer.type)
