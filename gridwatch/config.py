@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 # masking and the one check of what may be opened live beside the code that opens cameras (streams/urls.py);
 # mask_url stays importable from here for its many callers
@@ -68,18 +69,43 @@ class CrowdingRule(_Gate):
         description="the incident clears when the count drops below this (hysteresis); default threshold - 1, at least 1 below",
     )
 
+    # What the rule runs with, derived from the fields above and the zone's area (Zone._crowd_threshold). Private:
+    # a derived value written into a user's field would be saved back into their file, and after that save a new
+    # area_m2 would no longer change the threshold.
+    _threshold: int | None = PrivateAttr(default=None)
+    _clear_below: int | None = PrivateAttr(default=None)
+    _density: float | None = PrivateAttr(default=None)
+
     @model_validator(mode="after")
     def _hysteresis(self) -> "CrowdingRule":
-        if self.threshold is None:
-            return self  # the zone derives it from density x area_m2, then checks again
-        if self.clear_below is None:
-            self.clear_below = max(self.threshold - 1, 0)
-        if self.clear_below > self.threshold - 1:
-            raise ValueError(
-                f"clear_below ({self.clear_below}) must be below threshold ({self.threshold}); "
-                "set it lower so a crowd that stays does not flap"
-            )
-        return self
+        if self.threshold is not None:
+            self._derive(self.threshold)
+        return self  # else the zone derives it from density x area_m2
+
+    def _derive(self, threshold: int, density: float | None = None) -> None:
+        clear = self.clear_below if self.clear_below is not None else max(threshold - 1, 0)
+        if clear > threshold - 1:
+            raise ValueError(f"clear_below ({clear}) must be below threshold ({threshold}); "
+                             "set it lower so a crowd that stays does not flap")
+        self._threshold, self._clear_below, self._density = threshold, clear, density
+
+    @property
+    def effective_threshold(self) -> int:
+        """People that make a crowd: ``threshold``, or density x the zone's area."""
+        if self._threshold is None:
+            raise ValueError("CrowdingRule has no threshold yet: validate it inside its Zone (density x area_m2)")
+        return self._threshold
+
+    @property
+    def effective_clear_below(self) -> int:
+        """The count the incident clears below: ``clear_below``, or one below the threshold."""
+        self.effective_threshold  # noqa: B018 - the same error when nothing was derived
+        return self._clear_below  # type: ignore[return-value]
+
+    @property
+    def effective_density(self) -> float | None:
+        """People per m² that make a crowd, when the threshold comes from the zone's area."""
+        return self.density if self.density is not None else self._density
 
 
 class ConflictRule(_Gate):
@@ -171,10 +197,8 @@ class Zone(_Strict):
             return self
         if self.area_m2 is None:
             raise ValueError("crowding needs a threshold (people), or a density (people/m²) with the zone's area_m2")
-        if c.density is None:
-            c.density = DENSITY_LEVELS[0][0]
-        c.threshold = max(1, math.ceil(c.density * self.area_m2))
-        c._hysteresis()
+        density = c.density if c.density is not None else DENSITY_LEVELS[0][0]
+        c._derive(max(1, math.ceil(density * self.area_m2)), density)  # into private fields, never the user's
         return self
 
     @field_validator("polygon")
@@ -468,8 +492,31 @@ class GridwatchConfig(_Strict):
             raise ValueError("\n".join(problems))
         return self
 
+    # The file as its user wrote it, and the folder its relative paths belong to; set on the runtime copy that
+    # resolve_paths makes. Saving writes the written form back, so derived values never reach the user's file.
+    _written: "GridwatchConfig | None" = PrivateAttr(default=None)
+    _base: Path | None = PrivateAttr(default=None)
+
+    @property
+    def written(self) -> "GridwatchConfig":
+        """This config as its user wrote it (relative paths, no derived values): what the admin API shows and saves."""
+        return self._written if self._written is not None else self
+
+    @property
+    def base(self) -> Path | None:
+        """The folder relative paths resolve against (the config file's); None for a config never resolved."""
+        return self._base
+
     def resolve_paths(self, base: Path) -> "GridwatchConfig":
-        """Make file paths absolute against ``base`` (the config file's folder)."""
+        """The runtime copy: file paths absolute against ``base`` (the config file's folder), defaults under
+        ``settings.data_dir`` filled in; this config stays as written and travels with the copy (``written``)."""
+        written = self.written
+        runtime = written.model_copy(deep=True)
+        runtime._resolve_in_place(Path(base))
+        runtime._written, runtime._base = written, Path(base)
+        return runtime
+
+    def _resolve_in_place(self, base: Path) -> None:
         for cam in self.cameras:
             if scheme_of(cam.url) == "" and not Path(cam.url).is_absolute():
                 cam.url = str(base / cam.url)
@@ -499,7 +546,6 @@ class GridwatchConfig(_Strict):
             for z in cam.zones:
                 if z.count_calibration is not None and not z.count_calibration.is_absolute():
                     z.count_calibration = base / z.count_calibration
-        return self
 
     def camera(self, camera_id: str) -> Camera:
         for c in self.cameras:
@@ -637,10 +683,15 @@ def keep_secret(new_url: str | None, old_url: str | None) -> str | None:
     return restore_secrets(new_url, old_url)
 
 
+def written_data(cfg: GridwatchConfig) -> dict:
+    """The config as its user wrote it: the keys they set (``exclude_unset``), relative paths, no derived values."""
+    return cfg.written.model_dump(mode="json", exclude_unset=True)
+
+
 def save_config(cfg: GridwatchConfig, path: Path | str) -> None:
-    """Write the config as YAML, atomically (a reader never sees half a file)."""
+    """Write the config as its user wrote it (plus their edits), as YAML, atomically (no reader sees half a file)."""
     path = Path(path)
-    data = cfg.model_dump(mode="json", exclude_defaults=True)
+    data = written_data(cfg)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     tmp.replace(path)

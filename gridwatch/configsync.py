@@ -12,12 +12,13 @@ import json
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 import redis
 
 from alerts.outage import OutageLog
-from gridwatch.config import GridwatchConfig
+from gridwatch.config import GridwatchConfig, written_data
 
 log = logging.getLogger(__name__)
 
@@ -28,16 +29,26 @@ class ConfigChannel:
         self.key, self.channel = f"{prefix}:config", f"{prefix}:config:changed"
 
     def publish(self, cfg: GridwatchConfig, actor: str) -> int:
-        """Store ``cfg`` as the current config and tell every watcher; returns its version."""
+        """Store ``cfg`` as the current config and tell every watcher; returns its version.
+
+        What travels is the config as written and the folder its paths are relative to: each process derives its
+        runtime copy itself, and an admin in any process edits (and saves) what the user wrote.
+        """
         version = int(self.r.incr(f"{self.key}:version"))
-        doc = {"version": version, "actor": actor, "ts": time.time(), "config": cfg.model_dump(mode="json")}
+        doc = {"version": version, "actor": actor, "ts": time.time(), "config": written_data(cfg),
+               "base": str(cfg.base) if cfg.base is not None else None}
         self.r.set(self.key, json.dumps(doc))
         self.r.publish(self.channel, str(version))
         return version
 
     def current(self) -> GridwatchConfig | None:
         raw = self.r.get(self.key)
-        return GridwatchConfig.model_validate(json.loads(raw)["config"]) if raw else None
+        if not raw:
+            return None
+        doc = json.loads(raw)
+        base = Path(doc["base"]) if doc.get("base") else None
+        written = GridwatchConfig.model_validate(doc["config"], context={"base": base} if base else None)
+        return written.resolve_paths(base) if base is not None else written
 
     def version(self) -> int:
         raw = self.r.get(self.key)

@@ -47,7 +47,7 @@ def test_edit_keeps_the_password_saves_and_publishes(api, tmp_path):
     assert channel(api).version() == version
     assert published.camera("cam-1").url == "rtsp://admin:topsecret@192.0.2.1/s"
     zone = published.camera("cam-1").zones[1]
-    assert (zone.crowding.threshold, zone.crowding.clear_below, zone.gathering.rise) == (6, 5, 4)
+    assert (zone.crowding.threshold, zone.crowding.effective_clear_below, zone.gathering.rise) == (6, 5, 4)
     assert load_config(path).camera("cam-1").url == "rtsp://admin:topsecret@192.0.2.1/s"
     got = api.get("/api/cameras/cam-1").json()
     assert got["name"] == "Gate (north)" and [z["id"] for z in got["zones"]] == ["z1", "door"]
@@ -130,3 +130,66 @@ def test_grid_outline_for_the_map(api):
     assert m["grids"][1]["outline"]["coordinates"] == [ring] and m["grids"][0]["outline"] is None
     assert m["cameras"] == [{"id": "cam-1", "name": "Gate", "grid": "g-2", "lat": 31.2, "lon": 121.4}]
     assert channel(api).current().grids[1].outline is not None
+
+
+WRITTEN = """\
+grids:
+- id: g-1
+  name: One
+cameras:
+- id: cam-1
+  url: rtsp://admin:topsecret@192.0.2.1/s
+  grid: g-1
+  lat: 31.2
+  lon: 121.4
+  zones:
+  - id: square
+    polygon: [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]
+    area_m2: 10.0
+    crowding: {density: 3.0}
+- id: cam-2
+  url: rtsp://192.0.2.2/s
+  grid: g-1
+  lat: 31.3
+  lon: 121.5
+  fps: 2.0
+settings:
+  data_dir: var
+alerts:
+  evidence_dir: evidence
+"""
+
+
+def test_saving_through_the_admin_api_writes_back_what_the_user_wrote_plus_the_edit(store, redis_url, tmp_path):
+    """The bug: a zone with density and area_m2 got its derived threshold written back by the first save (so a new
+    area changed nothing after it), and paths were written back absolute. Now the file keeps what was written."""
+    import httpx
+    import yaml
+
+    from alerts import EvidenceStore
+    from api import create_app
+    from api.server import serving
+    from conftest import authorize
+
+    path = tmp_path / "gw.yaml"
+    path.write_text(WRITTEN)
+    cfg = load_config(path)
+    assert cfg.settings.data_dir == tmp_path / "var"  # the runtime copy resolves; the file stays as written
+    assert cfg.camera("cam-1").zones[0].crowding.effective_threshold == 30
+    app = create_app(cfg, store, redis_url, EvidenceStore(tmp_path / "ev"))
+    app.state.config_path = path
+    with serving(app) as base, httpx.Client(base_url=base, headers=authorize(app, "admin"), timeout=10) as admin:
+        for area, threshold in ((20.0, 60), (5.0, 15)):
+            cam = admin.get("/api/admin/config").json()["cameras"][0]  # as the page gets it: every field
+            assert cam["zones"][0]["crowding"]["threshold"] is None and cam["url"] == "rtsp://admin:***@192.0.2.1/s"
+            cam["zones"][0]["area_m2"] = area  # the admin's edit
+            assert admin.put("/api/admin/cameras/cam-1", json=cam).status_code == 200
+            expected = yaml.safe_load(WRITTEN)
+            expected["cameras"][0]["zones"][0]["area_m2"] = area
+            assert yaml.safe_load(path.read_text()) == expected  # exactly what was written, plus the edit
+            running = app.state.config.camera("cam-1").zones[0].crowding
+            assert running.effective_threshold == threshold and running.threshold is None
+            assert ConfigChannel(store.r, store.p).current().camera("cam-1").zones[0].crowding.effective_threshold \
+                == threshold
+        assert app.state.config.alerts.evidence_dir == tmp_path / "evidence"
+        assert load_config(path).settings.data_dir == tmp_path / "var"

@@ -33,7 +33,8 @@ def test_example_is_valid():
     assert [c.id for c in cfg.cameras] == ["cam-0001", "cam-0002"]
     zone = cfg.cameras[0].zones[0]
     assert zone.crowding.threshold == 25 and zone.crowding.clear_below == 20 and zone.conflict.enabled
-    assert cfg.cameras[1].zones[0].crowding.clear_below == 14  # default: one below the threshold
+    assert cfg.cameras[1].zones[0].crowding.effective_clear_below == 14  # default: one below the threshold
+    assert cfg.cameras[1].zones[0].crowding.clear_below is None  # derived values stay out of the user's fields
 
 
 @pytest.mark.parametrize("mutate, field, words", [

@@ -82,7 +82,8 @@ def test_density_in_detail_with_levels():
     z = parse_config({"grids": [{"id": "g"}], "cameras": [{"id": "c", "url": "rtsp://h/s", "grid": "g", "lat": 0,
                       "lon": 0, "zones": [{"id": "z", "polygon": [[0, 0], [1, 0], [1, 1]], "area_m2": 10,
                                            "crowding": {"hold_s": 0}}]}]}).cameras[0].zones[0]
-    assert z.crowding.density == 2.0 and z.crowding.threshold == 20  # default level: restricted movement
+    assert z.crowding.effective_density == 2.0 and z.crowding.effective_threshold == 20  # default level
+    assert z.crowding.density is None and z.crowding.threshold is None  # derived, not written into the user's fields
     m = CrowdingMonitor("c", "z", z.crowding, z.area_m2)
     inc = m.update(0, 36)
     assert inc.phase == "start" and "3.6/m²" in inc.detail and "involuntary contact" in inc.detail

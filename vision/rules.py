@@ -78,8 +78,7 @@ class CrowdingMonitor:
     """
 
     def __init__(self, camera_id: str, zone_id: str, rule: CrowdingRule, area_m2: float | None = None):
-        if rule.threshold is None:
-            raise ValueError("CrowdingRule.threshold is unset: validate the rule inside its Zone (density x area_m2)")
+        rule.effective_threshold  # noqa: B018 - raises now, not at the first frame, when nothing was derived
         self.camera_id, self.zone_id, self.rule, self.area_m2 = camera_id, zone_id, rule, area_m2
         self.gate = Gate(rule.hold_s, rule.clear_s, rule.cooldown_s)
         self._peak = 0
@@ -96,12 +95,12 @@ class CrowdingMonitor:
 
     def update(self, ts: float, count: int) -> Incident | None:
         r = self.rule
-        phase = self.gate.step(ts, count >= r.threshold, count < r.clear_below)  # type: ignore[operator]
+        phase = self.gate.step(ts, count >= r.effective_threshold, count < r.effective_clear_below)
         if phase == "start":
             self._peak = count
-            return self._incident("start", ts, count, f"{self.describe(count)} for {r.hold_s:g}s (threshold {r.threshold})")
+            return self._incident("start", ts, count, f"{self.describe(count)} for {r.hold_s:g}s (threshold {r.effective_threshold})")
         if phase == "end":
-            return self._incident("end", ts, count, f"count below {r.clear_below} for {r.clear_s:g}s")
+            return self._incident("end", ts, count, f"count below {r.effective_clear_below} for {r.clear_s:g}s")
         if self.gate.active and count > self._peak:
             self._peak = count
             return self._incident("update", ts, count, f"count rose to {self.describe(count)}")
@@ -113,7 +112,7 @@ class CrowdingMonitor:
         return None
 
     def _incident(self, phase, ts, count, detail) -> Incident:
-        score = min(1.0, count / max(self.rule.threshold or 1, 1))
+        score = min(1.0, count / max(self.rule.effective_threshold, 1))
         return Incident("crowding", phase, self.camera_id, self.zone_id, ts, count, score, detail)
 
 

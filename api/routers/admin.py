@@ -15,12 +15,12 @@ import logging
 import re
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import cv2
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from gridwatch.config import (
     Camera,
@@ -52,6 +52,7 @@ pages = APIRouter(include_in_schema=False, dependencies=[PAGE])
 Actor = Annotated[str, Query(min_length=1, max_length=64, description="who makes the change (audit)")]
 INVALID = {422: {"model": ErrorOut, "description": "each problem in errors, with its field path (body.zones.0.polygon)"}}
 _locks_guard = threading.Lock()
+M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger(__name__)
 
 
@@ -120,18 +121,20 @@ def _config_problems(err: ValidationError, section: str, index: int) -> list[dic
 
 
 def _commit(request: Request, data: dict, section: str, index: int, actor: str) -> tuple[GridwatchConfig, int]:
-    """Validate the config with the change, save it to the file, publish it; the app serves it from now on."""
+    """Validate the config as written with the change, save that to the file, publish it; the app serves its runtime
+    copy (paths resolved, derived values filled in) from now on."""
+    current: GridwatchConfig = request.app.state.config
+    path = getattr(request.app.state, "config_path", None)
+    base = current.base or (Path(path).resolve().parent if path else None)
     try:
-        cfg = GridwatchConfig.model_validate(data)
+        written = GridwatchConfig.model_validate(data, context={"base": base} if base else None)
     except ValidationError as err:
         raise HTTPException(422, _config_problems(err, section, index)) from None
-    path = getattr(request.app.state, "config_path", None)
-    base = Path(path).resolve().parent if path else None
+    cfg = written.resolve_paths(base) if base is not None else written
     mine = [f"{where}: {msg}" for where, msg in calibration_problems(cfg, base)
             if where.startswith(f"{section}[{index}].")]
     if mine:  # a count calibration fitted for other detections than this config's detector gives
         raise HTTPException(422, _ref_problems(mine, section, index))
-    path = getattr(request.app.state, "config_path", None)
     if path:
         try:
             save_config(cfg, path)
@@ -140,6 +143,31 @@ def _commit(request: Request, data: dict, section: str, index: int, actor: str) 
     version = _channel(request).publish(cfg, actor)
     request.app.state.config = cfg
     return cfg, version
+
+
+def _edited(written: GridwatchConfig, section: str, items: list) -> dict:
+    """The config as written, with one section replaced: only the sections the user wrote, plus that one."""
+    return {**{k: getattr(written, k) for k in written.model_fields_set}, section: items}
+
+
+def _as_written(new: M, old: M | None) -> M:
+    """An edited item as its user would write it: what differs from the defaults, plus whatever they had written
+    before (even where it equals a default now). The form sends every field; saving all of them would bury the
+    few the admin chose under the defaults, and fix today's defaults into the file."""
+    def keep(full, changed, before):
+        if isinstance(full, dict):
+            changed = changed if isinstance(changed, dict) else {}
+            before = before if isinstance(before, dict) else {}
+            return {k: keep(v, changed.get(k), before.get(k)) for k, v in full.items() if k in changed or k in before}
+        if isinstance(full, list) and full and all(isinstance(x, dict) for x in full):  # zones: matched by id
+            olds = {b.get("id"): b for b in before or () if isinstance(b, dict)}
+            news = changed if isinstance(changed, list) and len(changed) == len(full) else [{}] * len(full)
+            return [keep(f, c, olds.get(f.get("id"))) for f, c in zip(full, news)]
+        return full
+
+    data = keep(new.model_dump(mode="json"), new.model_dump(mode="json", exclude_defaults=True),
+                old.model_dump(mode="json", exclude_unset=True) if old is not None else None)
+    return type(new).model_validate(data)
 
 
 def _who(request: Request, actor: str) -> str:
@@ -158,7 +186,7 @@ def camera_schema() -> dict:
 @router.get("/config")
 def admin_config(request: Request) -> AdminConfigOut:
     """Grids and cameras as configured now (passwords masked), with the running config's version."""
-    cfg: GridwatchConfig = request.app.state.config
+    cfg: GridwatchConfig = request.app.state.config.written  # as written: no derived thresholds, relative paths
     return AdminConfigOut(version=_channel(request).version(), saved_to=_saved_to(request),
                           grids=cfg.grids, cameras=[_masked(c) for c in cfg.cameras])
 
@@ -180,33 +208,31 @@ def put_camera(camera_id: str, camera: Camera, request: Request, actor: Actor = 
     A URL sent back with the masked password (``***``) keeps the stored password.
     """
     with _lock(request):
-        cfg: GridwatchConfig = request.app.state.config
-        ids = [c.id for c in cfg.cameras]
+        written: GridwatchConfig = request.app.state.config.written
+        ids = [c.id for c in written.cameras]
         _exists_as_asked(ids, camera_id, create, "camera")
-        old = cfg.camera(camera_id) if camera_id in ids else None
+        old = written.camera(camera_id) if camera_id in ids else None
         url = keep_secret(camera.url, old.url if old else None)
         view_url = keep_secret(camera.view_url, (old.view_url or old.url) if old else None)
         problems = [_problem(["body", f], RETYPE) for f, u in (("url", url), ("view_url", view_url))
                     if has_masked_secret(u)]
         if problems:
             raise HTTPException(422, problems)
-        new = camera.model_copy(update={"url": url, "view_url": view_url})
-        cams = list(cfg.cameras)
+        new = _as_written(camera.model_copy(update={"url": url, "view_url": view_url}), old)
+        cams = list(written.cameras)
         index = ids.index(camera_id) if old else len(cams)
         cams[index:index + 1] = [new]
-        data = {**{k: getattr(cfg, k) for k in GridwatchConfig.model_fields}, "cameras": cams}
-        cfg, version = _commit(request, data, "cameras", index, _who(request, actor))
-    return AdminSavedOut(version=version, saved_to=_saved_to(request), camera=_masked(cfg.camera(new.id)))
+        cfg, version = _commit(request, _edited(written, "cameras", cams), "cameras", index, _who(request, actor))
+    return AdminSavedOut(version=version, saved_to=_saved_to(request), camera=_masked(cfg.written.camera(new.id)))
 
 
 @router.delete("/cameras/{camera_id}", responses={404: {"model": ErrorOut}})
 def delete_camera(camera_id: str, request: Request, actor: Actor = "admin") -> AdminSavedOut:
     with _lock(request):
-        cfg: GridwatchConfig = request.app.state.config
-        if camera_id not in {c.id for c in cfg.cameras}:
+        written: GridwatchConfig = request.app.state.config.written
+        if camera_id not in {c.id for c in written.cameras}:
             raise HTTPException(404, f"no camera {camera_id}")
-        data = {**{k: getattr(cfg, k) for k in GridwatchConfig.model_fields},
-                "cameras": [c for c in cfg.cameras if c.id != camera_id]}
+        data = _edited(written, "cameras", [c for c in written.cameras if c.id != camera_id])
         _, version = _commit(request, data, "cameras", -1, _who(request, actor))
     return AdminSavedOut(version=version, saved_to=_saved_to(request))
 
@@ -216,16 +242,16 @@ def put_grid(grid_id: str, grid: Grid, request: Request, actor: Actor = "admin",
              create: bool = False) -> AdminSavedOut:
     """Add a grid (``create=true``) or change one: its name, parent and map outline (GeoJSON Polygon)."""
     with _lock(request):
-        cfg: GridwatchConfig = request.app.state.config
-        ids = [g.id for g in cfg.grids]
+        written: GridwatchConfig = request.app.state.config.written
+        ids = [g.id for g in written.grids]
         _exists_as_asked(ids, grid_id, create, "grid")
         if not create and grid.id != grid_id:
             raise HTTPException(422, [_problem(["body", "id"], "a grid's id cannot change here: cameras and cases refer to it")])
-        grids = list(cfg.grids)
+        grids = list(written.grids)
         index = ids.index(grid_id) if grid_id in ids else len(grids)
+        grid = _as_written(grid, written.grids[index] if grid_id in ids else None)
         grids[index:index + 1] = [grid]
-        data = {**{k: getattr(cfg, k) for k in GridwatchConfig.model_fields}, "grids": grids}
-        cfg, version = _commit(request, data, "grids", index, _who(request, actor))
+        _, version = _commit(request, _edited(written, "grids", grids), "grids", index, _who(request, actor))
     return AdminSavedOut(version=version, saved_to=_saved_to(request), grid=grid)
 
 
