@@ -56,7 +56,8 @@ def _first_admin(cfg) -> str:
 
 
 def _serve(cfg, host: str, port: int, duration: float | None, banner: str, config_path: str | None = None,
-           login: str = "") -> int:
+           login: str = "", analyse: bool = True) -> int:
+    """``run``, ``demo`` and (``analyse=False``) ``serve``: one Service, served until Ctrl-C, SIGTERM or ``duration``."""
     from alerts.redis_server import DataDirInUse
     from gridwatch.service import Service
     from models import WeightsNotFound
@@ -64,13 +65,14 @@ def _serve(cfg, host: str, port: int, duration: float | None, banner: str, confi
     banner += _first_admin(cfg)
     login = login or "Log in with your gridwatch account (`gridwatch user add` makes one)"
     try:
-        with Service(cfg, Path(config_path) if config_path else None) as svc:
+        with Service(cfg, Path(config_path) if config_path else None, analyse=analyse) as svc:
             url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
             svc.serve(host, port, duration,
                       on_ready=lambda: print(f"{banner}\nOperator page: {url}\n{login}", flush=True))
-            stats = svc.pipeline.inference.stats()
-            print(f"analysed {stats['frames']} frames at {stats['fps']:.1f} fps "
-                  f"(mean batch {stats['mean_batch']:.1f}); alerts published: {svc.pipeline.publisher.published}")
+            if svc.pipeline is not None:
+                stats = svc.pipeline.inference.stats()
+                print(f"analysed {stats['frames']} frames at {stats['fps']:.1f} fps (mean batch "
+                      f"{stats['mean_batch']:.1f}); alerts published: {svc.pipeline.publisher.published}")
     except WeightsNotFound as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -117,41 +119,11 @@ def cmd_demo(args) -> int:
 
 def cmd_serve(args) -> int:
     """The API and the pages only; the pipeline runs elsewhere (`gridwatch run`) on the same Redis."""
-    import redis
-    import uvicorn
-
-    from alerts import CaseStore, EvidenceStore
-    from alerts.redis_server import DataDirInUse
-    from api import create_app
-    from api.server import uvicorn_config
-    from gridwatch.service import redis_url_for
-
     if (cfg := _config_or_report(args.config)) is None:
         return 1
     _logging(args.verbose, cfg)
-    first = _first_admin(cfg)
-    with ExitStack() as stack:
-        try:
-            url = redis_url_for(cfg, stack)
-        except DataDirInUse as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
-        client = redis.Redis.from_url(url)
-        client.ping()
-        app = create_app(cfg, CaseStore(client), url, EvidenceStore(cfg.alerts.evidence_dir))
-        app.state.config_path = Path(args.config)
-        server = uvicorn.Server(uvicorn_config(app, args.host, args.port))
-        page = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '') else args.host}:{args.port}/"
-
-        def announce():
-            while not server.started and not server.should_exit:
-                time.sleep(0.05)
-            print(f"gridwatch API for {len(cfg.cameras)} cameras{first}\nOperator page: {page}\n"
-                  "Log in with your gridwatch account (`gridwatch user add` makes one)", flush=True)
-
-        threading.Thread(target=announce, daemon=True).start()
-        server.run()
-    return 0
+    return _serve(cfg, args.host, args.port, None, f"gridwatch API for {len(cfg.cameras)} cameras", args.config,
+                  analyse=False)
 
 
 def _password(args) -> str:

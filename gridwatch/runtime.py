@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, replace
-from typing import Callable, Protocol
+from typing import Callable, Protocol, runtime_checkable
 
 import redis
 
@@ -30,14 +30,30 @@ log = logging.getLogger(__name__)
 
 
 class Detector(Protocol):
+    """What the loop needs of a detector: images in, one Detections per image out."""
+
     def detect(self, images: list) -> list[Detections]: ...
 
 
+@runtime_checkable
+class StagedDetector(Detector, Protocol):
+    """A detector split in three stages the loop runs in three threads (vision.detector.PersonDetector is one):
+    letterbox on the CPU, the network, NMS; and the largest batch its device takes."""
+
+    batch_limit: int
+
+    def prepare(self, images: list) -> object: ...
+
+    def infer(self, prepared: object) -> object: ...
+
+    def finish(self, inferred: object) -> list[Detections]: ...
+
+
 class _Stages:
-    """A detector's three stages; a detector with only ``detect`` runs it all in the network stage."""
+    """A detector's three stages; a plain ``Detector`` runs it all in the network stage."""
 
     def __init__(self, detector: Detector):
-        staged = all(hasattr(detector, m) for m in ("prepare", "infer", "finish"))
+        staged = isinstance(detector, StagedDetector)
         self.prepare = detector.prepare if staged else (lambda images: images)
         self.infer = detector.infer if staged else detector.detect
         self.finish = detector.finish if staged else (lambda found: found)
@@ -66,7 +82,7 @@ class InferenceLoop(threading.Thread):
         super().__init__(name="inference", daemon=True)
         self.slots, self.wake, self.detector, self.analysers, self.sink = slots, wake, detector, analysers, sink
         policy = policy or BatchPolicy()
-        limit = getattr(detector, "batch_limit", policy.max_batch)  # what fits the device
+        limit = detector.batch_limit if isinstance(detector, StagedDetector) else policy.max_batch  # fits the device
         self.policy = replace(policy, max_batch=max(1, min(policy.max_batch, limit)))
         self.batcher = DynamicBatcher(slots, wake, self.policy)
         self._stages = _Stages(detector)
@@ -255,8 +271,7 @@ class Pipeline:
                         changes["restarted"].append(cid)
                     self.readers[cid] = self._reader(cam)
                     self.readers[cid].start()
-            # the batcher scans a list of camera ids taken at start; give it the grown list
-            self.inference.batcher._ids = list(self.slots)
+            self.inference.batcher.watch(self.slots)  # the cameras added (or gone) since
             self.publisher.reconfigure(cfg)
             log.info("config applied: %s", {k: v for k, v in changes.items() if v})
             return changes

@@ -13,6 +13,7 @@ import redis
 import uvicorn
 
 from alerts import AlertPublisher, CaseStore, EmbeddedValkey, EvidenceStore
+from alerts.background import QueueBackground
 from api import create_app
 from api.server import uvicorn_config
 from gridwatch.config import GridwatchConfig, mask_url
@@ -36,12 +37,21 @@ def redis_url_for(cfg: GridwatchConfig, stack: ExitStack) -> str:
 
 @dataclass
 class Service:
-    """One running gridwatch; ``with Service(cfg) as s:`` and everything stops on exit."""
+    """One running gridwatch, assembled in one place; ``with Service(cfg) as s:`` and everything stops on exit.
+
+    It builds, in this order: Redis (embedded or ``REDIS_URL``), the case store under the config's policy, the
+    queue's background jobs (escalation, dead letters, retention, outputs), the pipeline (``analyse``), the app,
+    and the watch that applies admin changes. ``analyse=False`` is ``gridwatch serve``: the same without the
+    pipeline, which runs elsewhere on the same Redis.
+    """
 
     cfg: GridwatchConfig
     config_path: Path | None = None  # the YAML file admin changes are saved to (None: the demo's built config)
+    analyse: bool = True
+    prefix: str = "gw"  # Redis key prefix (tests run several services on one Redis)
     pipeline: Pipeline | None = None
     store: CaseStore | None = None
+    background: QueueBackground | None = None
     redis_url: str = ""
     _stack: ExitStack = field(default_factory=ExitStack)
 
@@ -50,24 +60,28 @@ class Service:
             cfg = self.cfg
             det_cfg = cfg.detector
             # weights first: no weights, no start, before any server is up
-            weights = resolve_weights(det_cfg.model, det_cfg.weights_dirs, cfg.settings.data_dir / "weights")
+            weights = resolve_weights(det_cfg.model, det_cfg.weights_dirs, cfg.settings.data_dir / "weights") \
+                if self.analyse else None
             self.redis_url = redis_url_for(cfg, self._stack)
             client = redis.Redis.from_url(self.redis_url)
             client.ping()
             self._stack.callback(client.close)
-            self.store = CaseStore(client)
+            self.store = CaseStore(client, prefix=self.prefix).with_policy(cfg.alerts)
             self.evidence = EvidenceStore(cfg.alerts.evidence_dir)
-            detector = PersonDetector(weights, det_cfg)
-            publisher = AlertPublisher(cfg, self.store, self.evidence)
-            self._stack.callback(publisher.close)  # finishes clips being encoded (runs after the pipeline stops)
-            self.pipeline = Pipeline(cfg, detector, self.store, publisher).start()
-            self._stack.callback(self.pipeline.stop)
+            self.background = QueueBackground(self.store, self.evidence, cfg.alerts).start()
+            self._stack.callback(self.background.stop)
+            if self.analyse:
+                publisher = AlertPublisher(cfg, self.store, self.evidence)
+                self._stack.callback(publisher.close)  # finishes clips being encoded (runs after the pipeline stops)
+                self.pipeline = Pipeline(cfg, PersonDetector(weights, det_cfg), self.store, publisher).start()
+                self._stack.callback(self.pipeline.stop)
             self.app = create_app(cfg, self.store, self.redis_url, self.evidence)
             self.app.state.pipeline = self.pipeline
             self.app.state.config_path = self.config_path
-            # admin changes: published by the API, applied here without a restart
+            # admin changes: published by any API process, applied in each (and to the pipeline) without a restart
             channel = ConfigChannel(client, self.store.p)
-            channel.publish(cfg, actor="startup")
+            if self.analyse:
+                channel.publish(cfg, actor="startup")
             stop = threading.Event()
             self._stack.callback(stop.set)
             channel.watch(self._apply, stop)
@@ -79,7 +93,8 @@ class Service:
     def _apply(self, cfg: GridwatchConfig) -> None:
         self.cfg = cfg
         self.app.state.config = cfg
-        self.pipeline.reconfigure(cfg)
+        if self.pipeline is not None:
+            self.pipeline.reconfigure(cfg)
 
     def __exit__(self, *exc) -> None:
         self._stack.close()

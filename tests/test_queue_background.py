@@ -21,17 +21,20 @@ def alert(kind="crowding", zone="z1", grid="g-2") -> Alert:
 
 
 @pytest.fixture
-def fast_api(store, redis_url, tmp_path):
-    """The API (real uvicorn) under a config with time limits of a fraction of a second."""
-    cfg = parse_config({**API_CONFIG, "alerts": {
+def fast_api(store, redis_url, tmp_path, monkeypatch):
+    """`gridwatch serve` (the Service without the pipeline, real uvicorn) under time limits of a fraction of a second."""
+    from gridwatch.service import Service
+
+    monkeypatch.setenv("REDIS_URL", redis_url)  # this test's server (the embedded Valkey, or REDIS_URL's)
+    cfg = parse_config({**API_CONFIG, "settings": {"data_dir": str(tmp_path)}, "alerts": {
         "limits": {"new_s": 0.4, "acknowledged_s": 0.4, "repeat": 2, "check_every_s": 0.05},
-        "delivery": {"claim_timeout_s": 0.2, "max_deliveries": 1}}})
-    app = create_app(cfg, store, redis_url, EvidenceStore(tmp_path / "evidence"))
-    with serving(app) as base_url, httpx.Client(base_url=base_url, timeout=10, headers=authorize(app)) as client:
-        client.store, client.app = app.state.store, app  # the store under the config's policy (set by the lifespan)
+        "delivery": {"claim_timeout_s": 0.2, "max_deliveries": 1}}}).resolve_paths(tmp_path)
+    with Service(cfg, analyse=False, prefix=store.p) as svc, serving(svc.app) as base_url, \
+            httpx.Client(base_url=base_url, timeout=10, headers=authorize(svc.app)) as client:
+        client.store, client.app = svc.store, svc.app  # the store under the config's policy (set by the Service)
         assert client.store.policy.limits.new_s == 0.4
         yield client
-    assert not app.state.queue_background._threads[0].is_alive()  # stopped with the server
+    assert not svc.background._threads[0].is_alive()  # stopped with the service
 
 
 

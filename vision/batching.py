@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol
 
@@ -146,6 +146,12 @@ class DynamicBatcher:
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    def watch(self, ids: Iterable[str]) -> None:
+        """Scan these cameras from now on (a camera added or removed while running); a gone one's frame is dropped."""
+        self._ids = list(ids)
+        for cid in [c for c in self._pending if c not in self._ids]:
+            del self._pending[cid]
 
     def poll(self) -> None:
         """Move every new frame from the slots into the pending set (newest per camera wins)."""

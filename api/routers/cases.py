@@ -1,8 +1,7 @@
 """Alerts and cases: list, read, act on, notes and photos, take from a grid's queue, evidence, live push.
 
-The router's lifespan runs the queue's background work in the API process:
-escalation on time limits, dead letters, evidence retention and the outputs
-(alerts.background).
+The queue's background work (escalation, dead letters, retention, outputs) is started by whoever assembles
+the service (gridwatch.service.Service), not by including this router.
 """
 from __future__ import annotations
 
@@ -19,7 +18,6 @@ from fastapi.responses import FileResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from alerts import CaseNotFound, CaseStore, EvidenceStore, IllegalTransition
-from alerts.background import QueueBackground
 from alerts.evidence import PhotoTooLarge
 from gridwatch.config import GridwatchConfig
 from vision.detections import IncidentKind
@@ -35,19 +33,7 @@ from . import queue
 log = logging.getLogger(__name__)
 
 
-@asynccontextmanager
-async def queue_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    cfg: GridwatchConfig = app.state.config
-    app.state.store = app.state.store.with_policy(cfg.alerts)  # the config's time limits and delivery rules
-    background = QueueBackground(app.state.store, app.state.evidence, cfg.alerts).start()
-    app.state.queue_background = background
-    try:
-        yield
-    finally:
-        await asyncio.to_thread(background.stop)
-
-
-router = APIRouter(prefix="/api", lifespan=queue_lifespan)
+router = APIRouter(prefix="/api")
 Store = Annotated[CaseStore, Depends(get_store)]
 Config = Annotated[GridwatchConfig, Depends(get_config)]
 Evidence = Annotated[EvidenceStore, Depends(get_evidence)]
