@@ -1,6 +1,7 @@
 """The FastAPI app: routers, error shape, the operator page."""
 from __future__ import annotations
 
+import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -51,6 +52,7 @@ def create_app(cfg: GridwatchConfig, store: CaseStore, redis_url: str, evidence:
     app.state.accounts = accounts if accounts is not None else AccountBook.for_config(cfg)
     app.state.accounts.revocations = SessionRevocations(store.r, store.p)  # logout ends a token everywhere
     app.state.admin_audit = AdminAudit(store.r, store.p)
+    app.state.admin_lock = threading.Lock()  # admin edits one at a time (api/routers/admin.py)
     app.state.redis_outage = OutageLog("Redis (API)", probe=store.r.ping)
     errors.install(app)  # one error body everywhere, documented in the OpenAPI
     app.add_middleware(AdminAuditMiddleware)  # admin changes: who, what, when

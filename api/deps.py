@@ -1,6 +1,8 @@
 """Dependencies: what a request handler needs, taken from the app's state (no globals)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import Request
 
 from alerts import CaseStore, EvidenceStore
@@ -22,3 +24,17 @@ def get_telemetry(request: Request) -> Telemetry:
 
 def get_evidence(request: Request) -> EvidenceStore:
     return request.app.state.evidence
+
+
+def get_redis_url(request: Request) -> str:
+    return request.app.state.redis_url
+
+
+def get_config_path(request: Request) -> Path | None:
+    """The YAML file admin changes are saved to; None when the config was built in code (the demo, tests)."""
+    return request.app.state.config_path
+
+
+def set_config(request: Request, cfg: GridwatchConfig) -> None:
+    """The app serves ``cfg`` from now on (an admin change); the one writer of the app's config."""
+    request.app.state.config = cfg

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import cv2
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ValidationError
 
@@ -31,10 +31,12 @@ from gridwatch.config import (
     mask_url,
     save_config,
 )
+from alerts import CaseStore
 from gridwatch.configsync import ConfigChannel
 from streams.urls import UnsafeSource, check_source, has_masked_secret, mask_text, mask_url_field, url_secrets
 
 from ..auth import ADMIN, ADMIN_PAGE, ANY, PAGE, AnyUser
+from ..deps import get_config, get_config_path, get_store, set_config
 from ..schemas import (
     AdminConfigOut,
     AdminSavedOut,
@@ -51,30 +53,29 @@ pages = APIRouter(include_in_schema=False, dependencies=[PAGE])
 
 Actor = Annotated[str, Query(min_length=1, max_length=64, description="who makes the change (audit)")]
 INVALID = {422: {"model": ErrorOut, "description": "each problem in errors, with its field path (body.zones.0.polygon)"}}
-_locks_guard = threading.Lock()
 M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger(__name__)
 
 
 def _lock(request: Request) -> threading.Lock:
-    """One change at a time per app: each edit reads the config, changes it and publishes it whole."""
-    with _locks_guard:
-        if not hasattr(request.app.state, "admin_lock"):
-            request.app.state.admin_lock = threading.Lock()
-        return request.app.state.admin_lock
+    """One change at a time per app (made by create_app): each edit reads the config, changes it, publishes it whole."""
+    return request.app.state.admin_lock
 
 
-def _channel(request: Request) -> ConfigChannel:
-    store = request.app.state.store
+def _channel(store: CaseStore) -> ConfigChannel:
     return ConfigChannel(store.r, store.p)
+
+
+Config = Annotated[GridwatchConfig, Depends(get_config)]
+Store = Annotated[CaseStore, Depends(get_store)]
+ConfigPath = Annotated[Path | None, Depends(get_config_path)]
 
 
 def _masked(cam: Camera) -> Camera:
     return cam.model_copy(update={"url": mask_url_field(cam.url), "view_url": mask_url_field(cam.view_url)})
 
 
-def _saved_to(request: Request) -> str | None:
-    path = getattr(request.app.state, "config_path", None)
+def _saved_to(path: Path | None) -> str | None:
     return str(path) if path else None
 
 
@@ -120,11 +121,11 @@ def _config_problems(err: ValidationError, section: str, index: int) -> list[dic
     return out or [_problem(["body"], mask_url(str(err)))]
 
 
-def _commit(request: Request, data: dict, section: str, index: int, actor: str) -> tuple[GridwatchConfig, int]:
+def _commit(request: Request, current: GridwatchConfig, data: dict, section: str, index: int, actor: str
+            ) -> tuple[GridwatchConfig, int]:
     """Validate the config as written with the change, save that to the file, publish it; the app serves its runtime
     copy (paths resolved, derived values filled in) from now on."""
-    current: GridwatchConfig = request.app.state.config
-    path = getattr(request.app.state, "config_path", None)
+    path = get_config_path(request)
     base = current.base or (Path(path).resolve().parent if path else None)
     try:
         written = GridwatchConfig.model_validate(data, context={"base": base} if base else None)
@@ -140,8 +141,8 @@ def _commit(request: Request, data: dict, section: str, index: int, actor: str) 
             save_config(cfg, path)
         except OSError as err:
             raise HTTPException(500, f"cannot write {path}: {err.strerror or err}; nothing was changed") from None
-    version = _channel(request).publish(cfg, actor)
-    request.app.state.config = cfg
+    version = _channel(get_store(request)).publish(cfg, actor)
+    set_config(request, cfg)
     return cfg, version
 
 
@@ -184,10 +185,10 @@ def camera_schema() -> dict:
 
 
 @router.get("/config")
-def admin_config(request: Request) -> AdminConfigOut:
+def admin_config(cfg: Config, store: Store, path: ConfigPath) -> AdminConfigOut:
     """Grids and cameras as configured now (passwords masked), with the running config's version."""
-    cfg: GridwatchConfig = request.app.state.config.written  # as written: no derived thresholds, relative paths
-    return AdminConfigOut(version=_channel(request).version(), saved_to=_saved_to(request),
+    cfg = cfg.written  # as written: no derived thresholds, relative paths
+    return AdminConfigOut(version=_channel(store).version(), saved_to=_saved_to(path),
                           grids=cfg.grids, cameras=[_masked(c) for c in cfg.cameras])
 
 
@@ -200,7 +201,8 @@ def _exists_as_asked(ids: list[str], key: str, create: bool, what: str) -> None:
 
 
 @router.put("/cameras/{camera_id}", responses={**INVALID, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}})
-def put_camera(camera_id: str, camera: Camera, request: Request, actor: Actor = "admin",
+def put_camera(camera_id: str, camera: Camera, request: Request, current: Config, path: ConfigPath,
+               actor: Actor = "admin",
                create: Annotated[bool, Query(description="a new camera: 409 if camera_id exists")] = False,
                ) -> AdminSavedOut:
     """Add a camera (``create=true``) or replace one (its zones and rules too; ``camera.id`` may rename it).
@@ -208,7 +210,7 @@ def put_camera(camera_id: str, camera: Camera, request: Request, actor: Actor = 
     A URL sent back with the masked password (``***``) keeps the stored password.
     """
     with _lock(request):
-        written: GridwatchConfig = request.app.state.config.written
+        written = current.written
         ids = [c.id for c in written.cameras]
         _exists_as_asked(ids, camera_id, create, "camera")
         old = written.camera(camera_id) if camera_id in ids else None
@@ -222,27 +224,29 @@ def put_camera(camera_id: str, camera: Camera, request: Request, actor: Actor = 
         cams = list(written.cameras)
         index = ids.index(camera_id) if old else len(cams)
         cams[index:index + 1] = [new]
-        cfg, version = _commit(request, _edited(written, "cameras", cams), "cameras", index, _who(request, actor))
-    return AdminSavedOut(version=version, saved_to=_saved_to(request), camera=_masked(cfg.written.camera(new.id)))
+        cfg, version = _commit(request, current, _edited(written, "cameras", cams), "cameras", index,
+                               _who(request, actor))
+    return AdminSavedOut(version=version, saved_to=_saved_to(path), camera=_masked(cfg.written.camera(new.id)))
 
 
 @router.delete("/cameras/{camera_id}", responses={404: {"model": ErrorOut}})
-def delete_camera(camera_id: str, request: Request, actor: Actor = "admin") -> AdminSavedOut:
+def delete_camera(camera_id: str, request: Request, current: Config, path: ConfigPath,
+                  actor: Actor = "admin") -> AdminSavedOut:
     with _lock(request):
-        written: GridwatchConfig = request.app.state.config.written
+        written = current.written
         if camera_id not in {c.id for c in written.cameras}:
             raise HTTPException(404, f"no camera {camera_id}")
         data = _edited(written, "cameras", [c for c in written.cameras if c.id != camera_id])
-        _, version = _commit(request, data, "cameras", -1, _who(request, actor))
-    return AdminSavedOut(version=version, saved_to=_saved_to(request))
+        _, version = _commit(request, current, data, "cameras", -1, _who(request, actor))
+    return AdminSavedOut(version=version, saved_to=_saved_to(path))
 
 
 @router.put("/grids/{grid_id}", responses={**INVALID, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}})
-def put_grid(grid_id: str, grid: Grid, request: Request, actor: Actor = "admin",
+def put_grid(grid_id: str, grid: Grid, request: Request, current: Config, path: ConfigPath, actor: Actor = "admin",
              create: bool = False) -> AdminSavedOut:
     """Add a grid (``create=true``) or change one: its name, parent and map outline (GeoJSON Polygon)."""
     with _lock(request):
-        written: GridwatchConfig = request.app.state.config.written
+        written = current.written
         ids = [g.id for g in written.grids]
         _exists_as_asked(ids, grid_id, create, "grid")
         if not create and grid.id != grid_id:
@@ -251,8 +255,8 @@ def put_grid(grid_id: str, grid: Grid, request: Request, actor: Actor = "admin",
         index = ids.index(grid_id) if grid_id in ids else len(grids)
         grid = _as_written(grid, written.grids[index] if grid_id in ids else None)
         grids[index:index + 1] = [grid]
-        _, version = _commit(request, _edited(written, "grids", grids), "grids", index, _who(request, actor))
-    return AdminSavedOut(version=version, saved_to=_saved_to(request), grid=grid)
+        _, version = _commit(request, current, _edited(written, "grids", grids), "grids", index, _who(request, actor))
+    return AdminSavedOut(version=version, saved_to=_saved_to(path), grid=grid)
 
 
 # ---- pictures from cameras ----------------------------------------------------------------------------------------
@@ -260,25 +264,22 @@ RETYPE = ("type the password again: the stored one is kept only for the same sch
           "(and there must be one)")
 
 
-def _media_dirs(request: Request) -> list[Path]:
-    return list(request.app.state.config.settings.media_dirs)
-
-
-def _allowed(url: str, request: Request, loc: list) -> None:
+def _allowed(url: str, media_dirs: list[Path], loc: list) -> None:
     """422 for a URL that may not be opened at all (another protocol, a file outside settings.media_dirs)."""
     try:
-        check_source(url, _media_dirs(request))
+        check_source(url, media_dirs)
     except UnsafeSource as err:
         raise HTTPException(422, [_problem(loc, err.reason)]) from None
 
 
-async def _jpeg(url: str, request: Request, loc: list) -> Response:
+async def _jpeg(url: str, cfg: GridwatchConfig, loc: list) -> Response:
     """One picture from an allowed URL; a failure is 502 with a coarse message, the detail goes to the log."""
     from streams.snapshot import MESSAGES, SnapshotError, grab
 
-    _allowed(url, request, loc)
+    media_dirs = list(cfg.settings.media_dirs)
+    _allowed(url, media_dirs, loc)
     try:
-        img = await asyncio.to_thread(grab, url, _media_dirs(request), 8.0)
+        img = await asyncio.to_thread(grab, url, media_dirs, 8.0)
     except UnsafeSource as err:  # the media dir changed under us
         raise HTTPException(422, [_problem(loc, err.reason)]) from None
     except SnapshotError as err:
@@ -301,14 +302,13 @@ _JPEG = {200: {"content": {"image/jpeg": {}}, "description": "a picture from the
 
 
 @router.post("/cameras/test", response_class=Response, responses=_JPEG)
-async def test_camera(body: CameraTestIn, request: Request) -> Response:
+async def test_camera(body: CameraTestIn, cfg: Config) -> Response:
     """Connect to a URL (as typed in the form) and return one picture.
 
     A masked password uses the stored one of ``camera_id``, for the same scheme, host, port and user only.
     """
     url = body.url
     if has_masked_secret(url) and body.camera_id:
-        cfg: GridwatchConfig = request.app.state.config
         try:
             old = cfg.camera(body.camera_id)
         except KeyError:
@@ -320,24 +320,23 @@ async def test_camera(body: CameraTestIn, request: Request) -> Response:
                 break
     if has_masked_secret(url):
         raise HTTPException(422, [_problem(["body", "url"], RETYPE)])
-    return await _jpeg(url, request, ["body", "url"])
+    return await _jpeg(url, cfg, ["body", "url"])
 
 
 @router.get("/cameras/{camera_id}/snapshot", response_class=Response, responses={**_JPEG, 404: {"model": ErrorOut}})
-async def camera_snapshot(camera_id: str, request: Request) -> Response:
+async def camera_snapshot(camera_id: str, cfg: Config) -> Response:
     """A picture from the camera's analysed stream now: the zone editor draws over it."""
     try:
-        cam = request.app.state.config.camera(camera_id)
+        cam = cfg.camera(camera_id)
     except KeyError:
         raise HTTPException(404, f"no camera {camera_id}") from None
-    return await _jpeg(cam.url, request, ["url"])
+    return await _jpeg(cam.url, cfg, ["url"])
 
 
 # ---- the console's map ----------------------------------------------------------------------------------------------
 @console.get("/map")
-def map_data(request: Request, user: AnyUser) -> MapOut:
+def map_data(cfg: Config, user: AnyUser) -> MapOut:
     """Grids with their GeoJSON outlines and cameras with their positions, for the operator console's map."""
-    cfg: GridwatchConfig = request.app.state.config
     return MapOut(grids=[MapGrid(id=g.id, name=g.name, parent=g.parent, outline=g.outline)
                          for g in cfg.grids if user.sees_grid(g.id)],
                   cameras=[MapCamera(id=c.id, name=c.name, grid=c.grid, lat=c.lat, lon=c.lon)

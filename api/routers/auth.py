@@ -8,8 +8,10 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import FileResponse
 
 from gridwatch.accounts import AccountBook, AdminAudit
+from gridwatch.config import GridwatchConfig
 
 from ..auth import ANY, COOKIE, Admin, AnyUser, LoginThrottle, get_accounts, get_throttle
+from ..deps import get_config
 from ..pagination import Paging, paging
 from ..schemas import AdminAuditEntry, AdminAuditOut, ErrorOut, LoginIn, TokenOut, UserOut
 
@@ -19,6 +21,7 @@ Accounts = Annotated[AccountBook, Depends(get_accounts)]
 
 @router.post("/api/auth/login", tags=["auth"], responses={401: {"model": ErrorOut}, 429: {"model": ErrorOut}})
 async def login(body: LoginIn, request: Request, response: Response, accounts: Accounts,
+                cfg: Annotated[GridwatchConfig, Depends(get_config)],
                 throttle: Annotated[LoginThrottle, Depends(get_throttle)]) -> TokenOut:
     """Check the password (argon2); answer a bearer token and set the same token as the session cookie.
 
@@ -33,7 +36,6 @@ async def login(body: LoginIn, request: Request, response: Response, accounts: A
         raise HTTPException(401, "wrong user name or password")
     throttle.succeeded(body.username, ip)
     token = accounts.issue(acc)
-    cfg = request.app.state.config
     response.set_cookie(COOKIE, token, max_age=int(accounts.ttl_s), httponly=True, samesite="lax",
                         secure=cfg.auth.cookie_secure, path="/")
     return TokenOut(access_token=token, expires_in=int(accounts.ttl_s),

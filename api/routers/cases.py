@@ -25,7 +25,7 @@ from vision.detections import IncidentKind
 from ..auth import AnyUser, check_case, check_grid, visible_cases, worker_may
 from ..errors import RETRY_AFTER_S
 from ..guard import PHOTO_LIMIT
-from ..deps import get_config, get_evidence, get_store
+from ..deps import get_config, get_evidence, get_redis_url, get_store
 from ..pagination import Paging, paging
 from ..schemas import (AuditOut, CaseDetail, CaseOut, CaseStateName, ErrorOut, NoteIn, TakenCase, TransitionIn)
 from . import queue
@@ -96,13 +96,12 @@ def add_note(case_id: str, body: NoteIn, store: Store, user: AnyUser) -> CaseDet
 
 @router.post("/cases/{case_id}/photos", tags=["cases"],
              responses={**NOT_FOUND, 409: {"model": ErrorOut}, 413: {"model": ErrorOut}, 415: {"model": ErrorOut}})
-async def add_photo(case_id: str, request: Request, actor: Annotated[str, Query(min_length=1, max_length=64)],
+async def add_photo(case_id: str, store: Store, evidence: Evidence,
+                    actor: Annotated[str, Query(min_length=1, max_length=64)],
                     photo: Annotated[bytes, Body(media_type="image/jpeg", description="the JPEG or PNG file")],
                     user: AnyUser, note: Annotated[str | None, Query(max_length=2000)] = None) -> CaseDetail:
     """A worker's photo: the image file's bytes as the request body (``Content-Type: image/jpeg`` or ``image/png``)."""
-    store: CaseStore = request.app.state.store
     worker_may(user, "photo", check_case(user, await asyncio.to_thread(_case_or_404, store, case_id)), actor)
-    evidence: EvidenceStore = request.app.state.evidence
     data = photo
     if len(data) > PHOTO_LIMIT:  # api/guard.py stops a longer body as it streams in; this keeps the route honest
         raise HTTPException(413, f"photo too large ({len(data)} bytes); at most {PHOTO_LIMIT >> 20} MiB")
@@ -196,15 +195,14 @@ def _may_see_evidence(store: CaseStore, user, name: str) -> bool:
 
 
 @router.get("/events", tags=["cases"], response_class=EventSourceResponse)
-async def events(request: Request, user: AnyUser,
+async def events(request: Request, user: AnyUser, store: Store, redis_url: Annotated[str, Depends(get_redis_url)],
                  last_event_id: Annotated[str | None, Header()] = None) -> AsyncIterable[ServerSentEvent]:
     """Pushes ``case.created``, ``case.updated``, ``case.escalated`` and ``case.deadletter``; resumes after ``Last-Event-ID``.
 
     The first event is ``stream.ready``, sent once the stream's start is pinned: everything that happens after it
     is pushed, so a page that (re)loads its lists on ``stream.ready`` misses nothing in between.
     """
-    store: CaseStore = request.app.state.store
-    client = aioredis.from_url(request.app.state.redis_url, socket_timeout=30)
+    client = aioredis.from_url(redis_url, socket_timeout=30)
     try:
         last = last_event_id or "$"
         if last == "$":  # pin the position at once: "$" in a later XREAD would skip what arrives meanwhile
