@@ -24,7 +24,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, fields, replace
-from typing import Literal
+from typing import Literal, get_args
 
 import redis
 
@@ -35,8 +35,9 @@ from . import lua
 CaseState = Literal["new", "acknowledged", "dispatched", "on_site", "resolved", "closed"]
 Verdict = Literal["confirmed", "false_alarm", "not_found"]
 Action = Literal["acknowledge", "dispatch", "accept", "reassign", "arrive", "resolve", "close"]
-STATES: tuple[str, ...] = ("new", "acknowledged", "dispatched", "on_site", "resolved", "closed")
-VERDICTS: tuple[str, ...] = ("confirmed", "false_alarm", "not_found")
+STATES: tuple[str, ...] = get_args(CaseState)
+VERDICTS: tuple[str, ...] = get_args(Verdict)
+ACTIONS: tuple[str, ...] = get_args(Action)
 PRIORITIES: tuple[int, ...] = (1, 2, 3, 4)  # 1 fight; crowds 2 (>= 2x threshold), 3 (>= 1.5x), 4
 GROUP = "workers"
 INCIDENT_TTL_S = 7 * 86400  # how long a repeated alert of an incident is still recognised
@@ -107,10 +108,6 @@ class Alert:
     level: str = ""
     phase: Literal["start", "update", "end"] = "start"
 
-    @property
-    def dedupe_key(self) -> str:
-        return f"{self.camera_id}:{self.zone_id}:{self.kind}"
-
     def normalised(self) -> "Alert":
         """With the incident id and priority filled in."""
         if self.incident_id and self.priority and self.level:
@@ -127,10 +124,6 @@ class Alert:
 
     def to_json(self) -> str:
         return json.dumps(self.normalised().as_dict())
-
-    @classmethod
-    def from_json(cls, text: str) -> "Alert":
-        return cls(**json.loads(text))
 
 
 _ALERT_FIELDS = tuple(f.name for f in fields(Alert))
@@ -564,11 +557,3 @@ class CaseStore:
     def evidence_cases(self, name: str) -> list[str]:
         """The cases that refer to an evidence file: whoever may read one of them may see the file."""
         return sorted(c.decode() for c in self.r.smembers(self.k("evidence", "cases", name)))
-
-    # --- camera health, written by the pipeline, read by the API ---------------------
-    def put_health(self, health: dict[str, dict]) -> None:
-        if health:
-            self.r.hset(self.k("cameras"), mapping={k: json.dumps(v) for k, v in health.items()})
-
-    def health(self) -> dict[str, dict]:
-        return {k.decode(): json.loads(v) for k, v in self.r.hgetall(self.k("cameras")).items()}

@@ -81,10 +81,12 @@ class AlertPublisher:
         else:
             self._open[key] = (iid, seq)
         snapshot = self._snapshot(inc, analysis) if new and inc.phase != "end" else None
-        crowding = getattr(zone_cfg, "crowding", None)
-        prio, level = priority_of(inc.kind, inc.count, getattr(crowding, "threshold", None))
-        alert = Alert(inc.kind, cam.id, cam.name or cam.id, cam.grid, zone_cfg.id, inc.ts, inc.count,
-                      round(inc.score, 3), inc.detail, snapshot, cam.lat, cam.lon, iid, seq, prio, level, inc.phase)
+        crowding = zone_cfg.crowding
+        prio, level = priority_of(inc.kind, inc.count, crowding.effective_threshold if crowding else None)
+        alert = Alert(kind=inc.kind, camera_id=cam.id, camera_name=cam.name or cam.id, grid_id=cam.grid,
+                      zone_id=zone_cfg.id, ts=inc.ts, count=inc.count, score=round(inc.score, 3), detail=inc.detail,
+                      snapshot=snapshot, lat=cam.lat, lon=cam.lon, incident_id=iid, seq=seq, priority=prio,
+                      level=level, phase=inc.phase)
         result = self.outbox.send({"op": "alert", "alert": alert.as_dict(), "cooldown_s": self.cfg.alerts.cooldown_s})
         if new and inc.phase != "end" and self.clips is not None:
             self.clips.request(cam.id, inc.ts, lambda name, iid=iid: self._attach_clip(iid, name))

@@ -16,7 +16,7 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 from pydantic import BaseModel, Field
 
-from gridwatch.accounts import AccountBook
+from gridwatch.accounts import ROLES, AccountBook
 
 COOKIE = "gw_session"
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -119,7 +119,7 @@ def current_user(request: Request, scopes: SecurityScopes,
     return user
 
 
-ALL_ROLES = ["operator", "grid_worker", "admin"]
+ALL_ROLES = list(ROLES)
 AnyUser = Annotated[User, Security(current_user, scopes=ALL_ROLES)]
 Staff = Annotated[User, Security(current_user, scopes=["operator", "admin"])]
 Admin = Annotated[User, Security(current_user, scopes=["admin"])]

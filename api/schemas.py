@@ -5,9 +5,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-
-CaseStateName = Literal["new", "acknowledged", "dispatched", "on_site", "resolved", "closed"]
-VerdictName = Literal["confirmed", "false_alarm", "not_found"]
+from alerts.cases import CaseState as CaseStateName  # the vocabularies are declared once, where cases live
+from alerts.cases import Verdict as VerdictName
+from gridwatch.accounts import Role
+from streams.reader import CameraState
 
 
 def _evidence_url(name: str | None) -> str | None:
@@ -164,7 +165,7 @@ class CameraOut(BaseModel):
     fps: float
     url: str = Field(description="detect stream URL with any password masked")
     view_url: str | None = Field(default=None, description="main stream URL, password masked")
-    state: Literal["unknown", "connecting", "online", "stalled", "offline", "unauthorized", "stopped"] = "unknown"
+    state: Literal["unknown"] | CameraState = "unknown"
     since: float | None = Field(default=None, description="when the camera entered its state (unix seconds)")
     history: list[CameraStateChange] = Field(default_factory=list, description="recent state changes, oldest first")
     fps_in: float = Field(default=0.0, description="frames decoded per second")
@@ -211,7 +212,7 @@ class LoginIn(BaseModel):
 
 class UserOut(BaseModel):
     name: str
-    role: Literal["operator", "grid_worker", "admin"]
+    role: Role
     grids: list[str] = Field(default_factory=list, description="grid_worker: the grids they work in")
 
 

@@ -22,7 +22,7 @@ import secrets
 import threading
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import redis
 import yaml
@@ -35,7 +35,7 @@ from gridwatch.config import ConfigError, GridwatchConfig, problems_of
 from streams.urls import mask_json
 
 Role = Literal["operator", "grid_worker", "admin"]
-ROLES: tuple[str, ...] = ("operator", "grid_worker", "admin")
+ROLES: tuple[str, ...] = get_args(Role)
 _HASHER = PasswordHasher()  # argon2id, the library's RFC 9106 defaults
 log = logging.getLogger(__name__)
 

@@ -227,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8080)
     serve.set_defaults(func=cmd_serve)
 
+    from gridwatch.accounts import ROLES
+
     user = sub.add_parser("user", help="accounts: add, passwd, remove, list, token (password from "
                                        "GRIDWATCH_PASSWORD or asked)")
     usub = user.add_subparsers(dest="user_command", required=True)
@@ -238,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         if name != "list":
             p.add_argument("name")
         if name == "add":
-            p.add_argument("--role", required=True, choices=["operator", "grid_worker", "admin"])
+            p.add_argument("--role", required=True, choices=ROLES)
             p.add_argument("--grid", action="append", help="grid_worker: a grid they work in (repeat for more)")
         if name == "token":
             p.add_argument("--ttl", type=float, default=None, help="seconds (default auth.session_ttl_s)")

@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from alerts import CaseNotFound, CaseStore, EvidenceStore, IllegalTransition
+from alerts.cases import Action
 from alerts.evidence import PhotoTooLarge
 from gridwatch.config import GridwatchConfig
 from vision.detections import IncidentKind
@@ -37,7 +38,6 @@ router = APIRouter(prefix="/api")
 Store = Annotated[CaseStore, Depends(get_store)]
 Config = Annotated[GridwatchConfig, Depends(get_config)]
 Evidence = Annotated[EvidenceStore, Depends(get_evidence)]
-Action = Literal["acknowledge", "dispatch", "accept", "reassign", "arrive", "resolve", "close"]
 NOT_FOUND = {404: {"model": ErrorOut}}
 
 

@@ -1,15 +1,19 @@
 """Prometheus metrics, scraped at /metrics: per camera and for the inference loop."""
 from __future__ import annotations
 
+from typing import get_args
+
 from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from streams.reader import CameraState
 
 from ..auth import metrics_access
 
 router = APIRouter()
 
-STATES = ("connecting", "online", "stalled", "offline", "unauthorized", "stopped")
+STATES = get_args(CameraState)
 
 
 class TelemetryCollector:

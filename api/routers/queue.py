@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, HTTPException
 
 from alerts import CaseStore
+from alerts.cases import Verdict
 from gridwatch.config import GridwatchConfig
 
 from ..auth import STAFF, AnyUser, check_grid
@@ -52,7 +53,7 @@ def police(store: Store, page: Page) -> list[StreamEntry]:
 
 
 @router.get("/feedback", tags=["feedback"], dependencies=[STAFF])
-def feedback(store: Store, page: Page, verdict: Literal["confirmed", "false_alarm", "not_found"] | None = None,
+def feedback(store: Store, page: Page, verdict: Verdict | None = None,
              ) -> list[StreamEntry]:
     """The verdicts of the people who went, each with its evidence (snapshot, clip, photos), newest first."""
     return page.page([StreamEntry.of(e) for e in store.feedback(page.want, verdict)])
