@@ -6,12 +6,6 @@ bench/results/demo.json. The last line printed is that JSON.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path as _Path
-
-# bench/queue.py would shadow the standard library's queue module (redis and multiprocessing import it)
-sys.path[:] = [p for p in sys.path if _Path(p or ".").resolve() != _Path(__file__).resolve().parent]
-
 import argparse
 import json
 import re
@@ -23,10 +17,9 @@ from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.machine import describe
 
-from bench.machine import describe  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:

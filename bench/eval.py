@@ -28,14 +28,10 @@ from typing import Callable, Iterator
 import numpy as np
 from tqdm import tqdm
 
+from bench.machine import cpu_record
+from vision.detections import iou_matrix  # one IoU for the harness and the detector
+
 ROOT = Path(__file__).resolve().parents[1]
-# Run as a script, bench/ comes first on sys.path, where a sibling module (e.g. bench/queue.py) would shadow the
-# standard library module of the same name for torch and redis: keep only the project root.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
-sys.path.insert(0, str(ROOT))
-
-from vision.detections import iou_matrix  # noqa: E402  (one IoU for the harness and the detector)
-
 CACHE = ROOT / "var" / "cache" / "eval"
 RESULTS = ROOT / "bench" / "results"
 IMG = ROOT / "docs" / "img"
@@ -45,11 +41,12 @@ IMG = ROOT / "docs" / "img"
 
 
 def machine() -> dict:
+    """Where a result was made; ``cpu_features`` tells whether the detector computed in bf16 (docs/accuracy.md)."""
     import torch
 
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "python": platform.python_version(), "torch": torch.__version__,
-            "device": "cuda" if torch.cuda.is_available() else "cpu"}
+            "device": "cuda" if torch.cuda.is_available() else "cpu", "cpu_features": cpu_record()}
 
 
 def file_key(path: Path) -> str:
@@ -394,8 +391,11 @@ def plot_counts(true, est, plain, path: Path, r: dict) -> None:
 
 
 def _train_module():
-    sys.path.insert(0, str(ROOT / "models" / "conflict"))
-    import train  # models/conflict/train.py: the clip reading, observation cache and CV the classifier came from
+    """models/conflict/train.py: the clip reading, observation cache and CV the classifier came from.
+
+    Imported on first use: it pulls in scikit-learn, which ``detect`` and ``count`` do not need.
+    """
+    from models.conflict import train
 
     return train
 

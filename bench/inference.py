@@ -12,7 +12,10 @@ than the CPU can analyse, so both sides run saturated.
 Both run in this process, interleaved round by round (the machine is shared and
 noisy); fps are medians over rounds. The floor line puts the achieved FLOP rate
 (model FLOPs per frame x fps) against the device's peak, measured with a large
-matmul in fp32 and in bf16 (OpenVINO computes in bf16 where the CPU has it).
+matmul in fp32, and in bf16 only where the CPU has native bf16 (AVX512-BF16 or
+AMX): that is where OpenVINO computes in bf16, and elsewhere a bf16 matmul is
+emulated and takes minutes. Every row records the precision its backend really
+ran in, and the summary the CPU's features (``bench.machine``).
 
     python bench/inference.py --quick        # < 1 minute; last line: JSON
     python bench/inference.py                # more rounds, every backend, a batch sweep (docs/inference.md)
@@ -30,10 +33,9 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[0] = str(ROOT)  # not bench/: its queue.py would shadow the standard library's queue
+from bench.machine import cpu_record, describe, native_bf16
 
-from bench.machine import describe  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -73,8 +75,19 @@ def machine() -> str:
     return describe(torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
 
 
+def peak_dtypes() -> dict[str, object]:
+    """The precisions worth a peak here: fp32, and bf16 where the CPU computes it natively.
+
+    Without native bf16 nothing runs in bf16 (OpenVINO then picks f32), and torch's
+    emulated bf16 matmul takes minutes per call on such a CPU (measured on an AVX2-only EPYC).
+    """
+    import torch
+
+    return {"fp32": torch.float32, **({"bf16": torch.bfloat16} if native_bf16() else {})}
+
+
 def peak_gflops(seconds: float = 1.5) -> dict[str, float]:
-    """Measured peak of this device: GFLOP/s of the fastest 2048^3 matmul with all cores, fp32 and bf16.
+    """Measured peak of this device: GFLOP/s of the fastest 2048^3 matmul with all cores, per ``peak_dtypes``.
 
     The fastest of many runs, because neighbours' load only ever slows a run down.
     """
@@ -82,7 +95,7 @@ def peak_gflops(seconds: float = 1.5) -> dict[str, float]:
 
     out = {}
     n = 2048
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+    for name, dtype in peak_dtypes().items():
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         torch.mm(a, b)
         runs, t0 = 0, time.perf_counter()
@@ -160,9 +173,10 @@ def run_gridwatch(detector, cams: Cameras, policy, seconds: float, warmup: float
     from gridwatch.runtime import InferenceLoop
     from vision.analyser import CameraAnalyser
 
+    # the URLs are never opened (the frames come from Cameras); rtsp:// passes the config's URL check as it is
     cfg = parse_config({"grids": [{"id": "g", "name": "G"}],
-                        "cameras": [{"id": c, "url": "x.mp4", "grid": "g", "lat": 0, "lon": 0, "fps": 25}
-                                    for c in cams.ids]})
+                        "cameras": [{"id": c, "url": f"rtsp://127.0.0.1/{c}", "grid": "g", "lat": 0, "lon": 0,
+                                     "fps": 25} for c in cams.ids]})
     analysers = {c.id: CameraAnalyser(c) for c in cfg.cameras}
     loop = InferenceLoop(cams.slots, cams.wake, detector, analysers, lambda a: None, policy)
     loop.start()
@@ -242,10 +256,12 @@ def main() -> None:
     def paired(key: str) -> float:
         """Median over rounds of (variant fps / baseline fps in the same round): robust to the neighbours' load."""
         return statistics.median(r["fps"] / b["fps"] for r, b in zip(runs[key], runs["baseline"]))
+    precision = {b: getattr(d.backend, "precision", "fp32") for b, d in detectors.items()}  # as compiled here
     table = {}
     for key in runs:
         fps = med(key)
         table[key] = {"fps": round(fps, 2), "ratio": round(paired(key), 2),
+                      "precision": "fp32" if key == "baseline" else precision[key.split("@")[0]],
                       "fps_per_round": [round(r["fps"], 2) for r in runs[key]],
                       "latency_p50_ms": round(med(key, "latency_p50_ms"), 1),
                       **({"mean_batch": round(med(key, "mean_batch"), 2),
@@ -253,22 +269,24 @@ def main() -> None:
                           "stage_p50_ms": runs[key][-1]["stage_p50_ms"]} if key != "baseline" else {})}
     head = f"{main_backend}@{args.max_batch}"
     gw_fps = table[head]["fps"]
-    detector = detectors[main_backend]
-    precision = getattr(detector.backend, "precision", "fp32")
-    peak_used = peak["bf16"] if precision == "bf16" else peak["fp32"]
+    peak_name = precision[main_backend] if precision[main_backend] in peak else "fp32"
+    peak_used = peak[peak_name]
     summary = {
-        "machine": machine(), "model": args.model, "imgsz": args.imgsz, "backend": main_backend,
-        "precision": precision, "input_shapes": {c: list(s) for c, s in zip(clips, shapes)}, "clips": clips,
+        "machine": machine(), "cpu": cpu_record(), "model": args.model, "imgsz": args.imgsz,
+        "backend": main_backend, "precision": precision[main_backend], "precision_by_backend": precision,
+        "input_shapes": {c: list(s) for c, s in zip(clips, shapes)}, "clips": clips,
         "cameras": args.cameras, "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms,
         "rounds": rounds, "seconds_per_run": seconds,
         "baseline": "ultralytics YOLO.predict, one frame at a time, camera after camera (torch fp32)",
         "baseline_fps": round(base_fps, 2), "gridwatch_fps": gw_fps, "speedup": round(paired(head), 2),
         "speedup_is": "median over rounds of gridwatch fps / baseline fps in the same round",
         "gflops_per_frame": round(gflops, 2), "peak_gflops": {k: round(v, 1) for k, v in peak.items()},
+        **({} if "bf16" in peak else {"peak_not_measured": "bf16: this CPU has no native bf16 (AVX512-BF16 or "
+                                                            "AMX); a bf16 matmul is emulated there, minutes a call"}),
         "floor": {
             "achieved_gflops": round(gflops * gw_fps, 1),
             "share_of_peak": round(gflops * gw_fps / peak_used, 3),
-            "peak_used": "bf16" if peak_used == peak["bf16"] else "fp32",
+            "peak_used": peak_name,
             "fps_ceiling_at_peak": round(peak_used / gflops, 1),
             "baseline_share_of_fp32_peak": round(gflops * base_fps / peak["fp32"], 3),
         },
@@ -278,7 +296,8 @@ def main() -> None:
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
     (ROOT / "bench" / "results" / name).write_text(json.dumps(out, indent=2) + "\n")
     for key, row in table.items():
-        print(f"{key:>18}: {row['fps']:6.2f} fps  x{row['ratio']:.2f}  p50 {row['latency_p50_ms']} ms"
+        print(f"{key:>18}: {row['fps']:6.2f} fps  x{row['ratio']:.2f}  {row['precision']}  "
+              f"p50 {row['latency_p50_ms']} ms"
               + (f"  batch {row['mean_batch']}" if "mean_batch" in row else ""), file=sys.stderr)
     f = summary["floor"]
     print(f"floor: {gflops:.2f} GFLOP/frame x {gw_fps:.1f} fps = {f['achieved_gflops']} GFLOP/s, "

@@ -17,12 +17,6 @@ Results go to bench/results/ingest[-quick].json.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path as _Path
-
-# bench/queue.py would shadow the standard library's queue module (redis and multiprocessing import it)
-sys.path[:] = [p for p in sys.path if _Path(p or ".").resolve() != _Path(__file__).resolve().parent]
-
 import argparse
 import json
 import multiprocessing as mp
@@ -33,10 +27,9 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.machine import describe
 
-from bench.machine import describe  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CACHE = ROOT / "var" / "cache" / "ingest"
 

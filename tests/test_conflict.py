@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 
 from gridwatch.config import ConflictRule
+from models.conflict import train
 from vision.conflict import FEATURE_NAMES, ConflictModel, Observation, window_features
 from vision.conflict.model import export_sklearn
 from vision.conflict.monitor import ConflictMonitor
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "models" / "conflict"))
-import train  # noqa: E402  models/conflict/train.py
 
 
 def fake_clip(n: int = 12, fps: float = 5.0, jitter: float = 30.0, seed: int = 0) -> list[Observation]:

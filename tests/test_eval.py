@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench import eval as E
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-import eval as E  # noqa: E402  bench/eval.py
 
 
 def test_matching_is_one_to_one_at_iou_half():

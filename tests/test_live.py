@@ -99,7 +99,7 @@ def test_chromium_plays_the_camera_with_boxes_over_it(live_api, browser_page):
         assert green
         page.wait_for_timeout(1500)
         shot(page, "live-view")
-    assert first_ms < 10000  # from page load; bench/api.py measures it (target 2 s)
+    assert first_ms < 10000  # from page load; bench/api_load.py measures it (target 2 s)
     # the session ends while the operator watches (signed out elsewhere, expired): back to the login page
     page.context.clear_cookies()
     page.wait_for_url("**/login?next=%2Flive%2Fcam-walk", timeout=10000)

@@ -1,7 +1,4 @@
 """The per-camera perspective check: learnt from confident people, drops only weak boxes of an impossible size."""
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -9,7 +6,6 @@ from gridwatch.config import Camera
 from vision import CameraAnalyser, Detections, PerspectiveCheck
 from vision.detections import Frame
 
-ROOT = Path(__file__).resolve().parents[1]
 WH = (480, 360)
 
 
@@ -90,8 +86,7 @@ def test_the_camera_analyser_applies_it_unless_the_camera_turns_it_off():
 @pytest.mark.slow
 def test_on_pets_it_removes_false_positives_and_no_true_person(shared_data):
     """Real footage, the shipped detector at 2 analysed frames per second (every 5th of 10 fps)."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    import eval as E  # bench/eval.py: the same matching and caching as the benchmark
+    from bench import eval as E  # the same matching and caching as the benchmark
 
     data = shared_data / "pets-s2l1"
     setup, conf, _ = E.shipped_detect_setup()

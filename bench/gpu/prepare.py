@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[0] = str(ROOT)
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 SHARED = ROOT.parent / "shared" / "data"

@@ -23,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from vision.conflict.features import FEATURE_NAMES, window_features
+from vision.conflict.model import ConflictModel, export_sklearn
+from vision.conflict.observe import Observation, pack_observations, unpack_observations
 
-from vision.conflict.features import FEATURE_NAMES, window_features  # noqa: E402
-from vision.conflict.model import ConflictModel, export_sklearn  # noqa: E402
-from vision.conflict.observe import Observation, pack_observations, unpack_observations  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 SAMPLE_FPS = 5.0
 WINDOW_S = 1.5

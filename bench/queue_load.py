@@ -12,43 +12,36 @@ directory, append-only file on, fsync every second), like a fresh install:
   HTTP API (real uvicorn, in this process, over loopback), one client and 4 at
   once. Baseline: ``GET /api/health`` on the same server (one Redis PING).
 
-    python bench/queue.py --quick     # < 1 minute; last line: JSON
-    python bench/queue.py             # more alerts; writes bench/results/queue.json
+    python bench/queue_load.py --quick     # < 1 minute; last line: JSON
+    python bench/queue_load.py             # more alerts; writes bench/results/queue.json
 
 The worst burst 492 cameras can make is about 492 alerts in a second (every
 camera's zones firing at once); ``headroom`` is alerts/s against that.
 """
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
 
-# this file is named like the standard library's ``queue``: keep its folder off the import path
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+import httpx
+import redis
+from tqdm import tqdm
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from concurrent.futures import ThreadPoolExecutor  # noqa: E402
-from dataclasses import replace  # noqa: E402
-from pathlib import Path  # noqa: E402
+from alerts import Alert, CaseStore, EmbeddedValkey, EvidenceStore, incident_id_for
+from api import create_app
+from api.server import serving
+from bench.machine import describe
+from gridwatch.config import parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.machine import describe  # noqa: E402
-
-import httpx  # noqa: E402
-import redis  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from alerts import Alert, CaseStore, EmbeddedValkey, EvidenceStore, incident_id_for  # noqa: E402
-from api import create_app  # noqa: E402
-from api.server import serving  # noqa: E402
-from gridwatch.config import parse_config  # noqa: E402
-
 CAMERAS = 492
 WORST_BURST_PER_S = CAMERAS
 

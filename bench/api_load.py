@@ -11,16 +11,10 @@ through POST /api/auth/login like a console); this process is the load, over loo
 * first frame: headless Chromium opens ``/live/{camera}`` of a camera served by ``streams.RtspServer`` from real
   footage (PETS 2009 vtest.avi); ``window.firstFrameMs`` (ms since page load). Target: 2 s.
 
-    python bench/api.py --quick        # < 1 minute; last line: JSON
-    python bench/api.py                # longer; writes bench/results/api.json
+    python bench/api_load.py --quick        # < 1 minute; last line: JSON
+    python bench/api_load.py                # longer; writes bench/results/api.json
 """
 from __future__ import annotations
-
-import os
-import sys
-
-# bench/queue.py shadows the standard library's ``queue``: keep this folder off the import path
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 import argparse
 import asyncio
@@ -34,10 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
 
-import numpy as np  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",

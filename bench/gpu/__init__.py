@@ -1,0 +1,1 @@
+"""The GPU check: ``prepare.py`` makes its bundle here, ``run.py`` runs it on a GPU machine (by path, standalone)."""
