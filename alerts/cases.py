@@ -310,7 +310,8 @@ class CaseStore:
         after = {k: v for k, v in after.items() if k not in ("history", "delivery_id", "deliveries")}
         entry = {k: v for k, v in entry.items() if v is not None}
         out = self._commit_script(args=[
-            self.p, before["id"], before["version"], json.dumps(after), json.dumps(entry), event, deadline, json.dumps(extras or []), json.dumps(counters or []), json.dumps(pins or []), police])
+            self.p, before["id"], before["version"], json.dumps(after), json.dumps(entry), event, deadline,
+            json.dumps(extras or []), json.dumps(counters or []), json.dumps(pins or []), police])
         if out in (b"conflict",):
             return None
         if out == b"missing":

@@ -4,8 +4,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import stat
 import re
+import stat
 import threading
 import time
 from collections.abc import Callable

@@ -11,19 +11,17 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from alerts import CaseStore, EvidenceStore
-from gridwatch.config import GridwatchConfig
-from gridwatch.telemetry import Telemetry
-
 from alerts.outage import OutageLog
 from gridwatch.accounts import AccountBook, AdminAudit, SessionRevocations
+from gridwatch.config import GridwatchConfig
+from gridwatch.telemetry import Telemetry
 
 from . import errors
 from .auth import ANY, PAGE, AdminAuditMiddleware
 from .guard import RequestGuard
 from .live import LiveViews
-from .routers import admin, cameras, cases, live, metrics
+from .routers import admin, cameras, cases, live, metrics, stats
 from .routers import auth as auth_routes
-from .routers import stats
 
 STATIC = Path(__file__).with_name("static")
 

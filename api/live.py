@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Iterable
 
 import aioice.ice
-from aiortc import (MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender,
-                    RTCSessionDescription)
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.contrib.media import MediaPlayer, MediaRelay
 
 from gridwatch.config import Camera

@@ -130,7 +130,7 @@ def build_detector(setup: DetectSetup, confidence: float):
     from gridwatch.config import DetectorConfig
     from models import resolve_weights
     from vision.detector import PersonDetector
-    from vision.tiling import TileGrid, TiledDetector
+    from vision.tiling import TiledDetector, TileGrid
 
     det = PersonDetector(resolve_weights(setup.model), DetectorConfig(imgsz=setup.imgsz, confidence=confidence,
                                                                         device="cpu" if not _cuda() else "auto"))

@@ -211,7 +211,8 @@ def measure(kind: str, urls: list[str], fps: float, seconds: float, warmup: floa
     ages = r.pop("ages")
     p95 = ages[int(0.95 * (len(ages) - 1))] * 1000 if ages else None
     return {
-        "kind": kind if processes == 1 else f"{kind} x{processes} processes", "cameras": n, "analysis_fps": fps, "cpu_ms_per_stream_s": round(ms_per_stream_s, 2),
+        "kind": kind if processes == 1 else f"{kind} x{processes} processes", "cameras": n, "analysis_fps": fps,
+        "cpu_ms_per_stream_s": round(ms_per_stream_s, 2),
         "cameras_per_core": round(1000 / ms_per_stream_s, 1),
         "analysed_fps_per_camera": round(r["analysed"] / (n * r["wall_s"]), 2),
         "mb_per_camera": round(max(r["rss_mb"] - r["base_rss_mb"], 0) / n, 2),

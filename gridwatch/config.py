@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
 # masking and the one check of what may be opened live beside the code that opens cameras (streams/urls.py);
 # mask_url stays importable from here for its many callers
@@ -338,7 +337,8 @@ class CaseLimits(_Strict):
 
 class DeliveryConfig(_Strict):
     claim_timeout_s: float = Field(default=60.0, gt=0, description="a taken case not accepted within this goes to another worker")
-    max_deliveries: int = Field(default=3, ge=1, le=100, description="then the case goes to the dead-letter stream and the operators")
+    max_deliveries: int = Field(default=3, ge=1, le=100,
+                                description="then the case goes to the dead-letter stream and the operators")
 
 
 class ClipConfig(_Strict):

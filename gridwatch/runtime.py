@@ -193,7 +193,8 @@ class InferenceLoop(threading.Thread):
         return {"frames": self.frames, "batches": self.batches, "fps": self.frames / elapsed,
                 "mean_batch": self.frames / max(self.batches, 1), "max_batch": self.policy.max_batch,
                 "latency_p50_ms": pct(self.latency_s, 0.5), "latency_p95_ms": pct(self.latency_s, 0.95),
-                "wait_p95_ms": pct(self.wait_s, 0.95), "stale_dropped": b.stale, "replaced_waiting": b.replaced, "batches_full": b.full,
+                "wait_p95_ms": pct(self.wait_s, 0.95), "stale_dropped": b.stale, "replaced_waiting": b.replaced,
+                "batches_full": b.full,
                 "batches_timed_out": b.timed_out,
                 **{f"{k}_p50_ms": pct(v, 0.5) for k, v in self.stage_s.items()}, "error": self.error}
 

@@ -165,11 +165,11 @@ def test_saving_through_the_admin_api_writes_back_what_the_user_wrote_plus_the_e
     area changed nothing after it), and paths were written back absolute. Now the file keeps what was written."""
     import httpx
     import yaml
+    from conftest import authorize
 
     from alerts import EvidenceStore
     from api import create_app
     from api.server import serving
-    from conftest import authorize
 
     path = tmp_path / "gw.yaml"
     path.write_text(WRITTEN)

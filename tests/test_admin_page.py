@@ -11,7 +11,6 @@ from gridwatch.telemetry import Telemetry
 from streams import RtspServer
 
 
-
 @pytest.fixture
 def admin_page(api, browser_page):
     return browser_page(viewport={"width": 1400, "height": 1000}, cookies=api.cookies_for("admin"),
@@ -55,7 +54,8 @@ def test_admin_adds_a_camera_draws_a_zone_and_the_pipeline_gets_it(api, admin_pa
         page.locator('[data-role="test"]').click()
         page.wait_for_selector('[data-role="test-result"][data-ok="true"]')
         assert "768×576" in page.locator('[data-role="test-result"]').inner_text()
-        page.wait_for_function("() => { const i = document.querySelector('#pic'); return i && i.complete && i.naturalWidth === 768; }")
+        page.wait_for_function(
+            "() => { const i = document.querySelector('#pic'); return i && i.complete && i.naturalWidth === 768; }")
 
         # a zone: three corners clicked, crowding on with a bad hysteresis
         page.locator('[data-role="add-zone"]').click()

@@ -8,8 +8,7 @@ import time
 
 import pytest
 import yaml
-
-from conftest import shot, TEST_PASSWORD
+from conftest import TEST_PASSWORD, shot
 
 PUBLIC = {("get", "/api/health"), ("post", "/api/auth/login")}
 USERS = {"op": "operator", "w1": "grid_worker", "w-g1": "grid_worker", "admin": "admin"}  # w1: g-2, w-g1: g-1

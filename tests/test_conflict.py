@@ -84,7 +84,7 @@ def test_monitor_hysteresis_and_cooldown():
     m._score = lambda: scores.pop(0)  # drive the rule with known scores (the classifier is tested above)
     scores = [0.9, 0.9, 0.4, 0.4, 0.4, 0.1, 0.1, 0.1, 0.1, 0.9, 0.9]
     phases = []
-    for k, ob in enumerate(fake_clip(len(scores))):
+    for ob in fake_clip(len(scores)):
         inc = m.push(ob)
         phases.append(inc.phase if inc else None)
     hold = model.hold_windows

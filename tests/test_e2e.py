@@ -8,8 +8,8 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
-
 from conftest import authorize, wait_for
+
 from gridwatch.config import parse_config
 from gridwatch.service import Service
 from models import WeightsNotFound

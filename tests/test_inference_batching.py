@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from test_detector import frames
 
 from gridwatch.config import DetectorConfig, parse_config
 from gridwatch.runtime import InferenceLoop
@@ -19,8 +20,6 @@ from streams import Frame, FrameSlot
 from vision.analyser import CameraAnalyser
 from vision.batching import BatchPolicy, DynamicBatcher, Letterbox, fit_batch_to_memory, make_blob
 from vision.detector import PersonDetector
-
-from test_detector import frames
 
 EXPORTS = Path(__file__).resolve().parents[1] / "var" / "cache" / "exports"
 

@@ -5,15 +5,14 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
+from conftest import authorize, browser_cookies, shot
 
 from alerts import EvidenceStore
 from api import create_app
 from api.server import serving
-from conftest import authorize, browser_cookies, shot
 from gridwatch.config import parse_config
 from gridwatch.telemetry import Telemetry
 from streams import RtspServer
-
 
 
 @pytest.fixture
@@ -32,9 +31,9 @@ def live_api(vtest, rtsp_ok, store, redis_url, tmp_path):
 
 def test_offer_gets_h264_passed_through(live_api):
     """A minimal offer (as a browser makes) is answered with H.264 only: no re-encoding to VP8."""
-    from aiortc import RTCPeerConnection
-
     import asyncio
+
+    from aiortc import RTCPeerConnection
 
     async def negotiate():
         pc = RTCPeerConnection()

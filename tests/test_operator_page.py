@@ -5,7 +5,6 @@ Screenshots of each run are kept in var/test-screenshots/.
 import time
 
 import pytest
-
 from conftest import HEAR, heard, shot
 
 
@@ -133,7 +132,8 @@ def test_the_evidence_clip_plays_in_the_browser(api, make_case, page, tmp_path):
     played = page.evaluate("""async (src) => {
         const v = document.createElement("video");
         v.muted = true; v.src = src; document.body.appendChild(v);
-        await new Promise((ok, bad) => { v.onloadeddata = ok; v.onerror = () => bad(new Error("video error " + (v.error && v.error.code))); });
+        await new Promise((ok, bad) => {
+          v.onloadeddata = ok; v.onerror = () => bad(new Error("video error " + (v.error && v.error.code))); });
         v.currentTime = 2.0;
         await new Promise((ok) => { v.onseeked = ok; });
         return { w: v.videoWidth, h: v.videoHeight, duration: v.duration, ready: v.readyState };

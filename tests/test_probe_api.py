@@ -4,7 +4,6 @@ the embedded Valkey's supervision: tests/test_probe_lifecycle.py.)"""
 from __future__ import annotations
 
 import http.server
-import json
 import logging
 import os
 import resource
@@ -23,6 +22,7 @@ import httpx
 import pytest
 import redis
 import yaml
+from conftest import API_CONFIG, TEST_PASSWORD, WAIT_MS
 
 from alerts import CaseStore, EvidenceStore
 from alerts.redis_server import valkey_binary
@@ -30,8 +30,6 @@ from api import create_app
 from api.server import serving
 from gridwatch.config import load_config, parse_config
 from streams.rtsp import free_port
-
-from conftest import API_CONFIG, TEST_PASSWORD, WAIT_MS, need
 
 ROOT = Path(__file__).resolve().parents[1]
 GRIDWATCH = Path(sys.executable).with_name("gridwatch")

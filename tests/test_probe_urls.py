@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import wait_for
+
 from gridwatch.config import Camera, ConfigError, keep_secret, load_config, parse_config
 from streams import CameraReader, FrameSlot, RtspServer
 from streams.rtsp import free_port

@@ -7,12 +7,11 @@ import time
 import httpx
 import numpy as np
 import pytest
+from conftest import API_CONFIG, authorize, wait_for
 
 from alerts import Alert, EvidenceStore
 from alerts.background import QueueBackground
-from api import create_app
 from api.server import serving
-from conftest import API_CONFIG, authorize, wait_for
 from gridwatch.config import AlertsConfig, ConfigError, parse_config
 
 

@@ -5,7 +5,6 @@ import av
 import cv2
 import numpy as np
 import pytest
-
 from conftest import wait_for
 
 from alerts import AlertPublisher, EvidenceStore

@@ -8,11 +8,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from conftest import need
 
 from alerts import Alert, EvidenceStore
 from alerts.background import QueueBackground
 from alerts.outputs import frigate_event
-from conftest import need
 from gridwatch.config import AlertsConfig
 from streams.rtsp import free_port
 

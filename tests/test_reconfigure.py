@@ -1,15 +1,13 @@
 """Admin changes reach the running pipeline without a restart (ConfigChannel -> Pipeline.reconfigure)."""
 
 import redis
-
 from conftest import wait_for
+
 from gridwatch.config import keep_secret, load_config, parse_config, save_config
 from gridwatch.configsync import ConfigChannel
 from gridwatch.service import Service
 from gridwatch.telemetry import Telemetry
 from streams import RtspServer
-
-
 
 
 def cfg_with(cameras, data_dir):

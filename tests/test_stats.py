@@ -1,7 +1,6 @@
 """Statistics from real cases through the real API, and the stats page's charts in Chromium."""
 import time
 
-
 from conftest import shot
 
 

@@ -4,12 +4,11 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-
 from conftest import wait_for
+
 from streams import Backoff, CameraReader, FrameSlot, RtspServer
 from streams.clips import make_h264_clip, make_resolution_change_clip
 from vision.detections import Frame
-
 
 # every fault test runs a healthy neighbour whose frame rate is measured
 

@@ -1,13 +1,23 @@
 """Zone geometry and the rules' state machines, fed observations with explicit timestamps."""
-import numpy as np
-
 import time
 
+import numpy as np
 import pytest
 
 from gridwatch.config import CrowdingRule, GatheringRule, LoiteringRule, parse_config
-from vision import (ActiveHours, CameraAnalyser, CrowdingMonitor, Detections, Frame, Gate, GatheringMonitor,
-                    LoiteringMonitor, PolygonZone, ZonePresence, density_level)
+from vision import (
+    ActiveHours,
+    CameraAnalyser,
+    CrowdingMonitor,
+    Detections,
+    Frame,
+    Gate,
+    GatheringMonitor,
+    LoiteringMonitor,
+    PolygonZone,
+    ZonePresence,
+    density_level,
+)
 
 
 def dets(boxes, ids=None) -> Detections:

@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .detector import PersonDetector
     from .perspective import checked_in_order
-    from .tiling import TileGrid, TiledDetector
+    from .tiling import TiledDetector, TileGrid
 
     ap = argparse.ArgumentParser(prog="python -m vision.counting", description="fit a camera's count calibration")
     sub = ap.add_subparsers(dest="cmd", required=True)

@@ -98,7 +98,8 @@ class CrowdingMonitor:
         phase = self.gate.step(ts, count >= r.effective_threshold, count < r.effective_clear_below)
         if phase == "start":
             self._peak = count
-            return self._incident("start", ts, count, f"{self.describe(count)} for {r.hold_s:g}s (threshold {r.effective_threshold})")
+            return self._incident("start", ts, count,
+                                  f"{self.describe(count)} for {r.hold_s:g}s (threshold {r.effective_threshold})")
         if phase == "end":
             return self._incident("end", ts, count, f"count below {r.effective_clear_below} for {r.clear_s:g}s")
         if self.gate.active and count > self._peak:

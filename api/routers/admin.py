@@ -22,6 +22,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ValidationError
 
+from alerts import CaseStore
 from gridwatch.config import (
     Camera,
     Grid,
@@ -31,7 +32,6 @@ from gridwatch.config import (
     mask_url,
     save_config,
 )
-from alerts import CaseStore
 from gridwatch.configsync import ConfigChannel
 from streams.urls import UnsafeSource, check_source, has_masked_secret, mask_text, mask_url_field, url_secrets
 

@@ -8,12 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterable, AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterable
 from typing import Annotated, Literal
 
 import redis.asyncio as aioredis
-from fastapi import APIRouter, Body, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
@@ -24,11 +23,11 @@ from gridwatch.config import GridwatchConfig
 from vision.detections import IncidentKind
 
 from ..auth import AnyUser, check_case, check_grid, visible_cases, worker_may
+from ..deps import get_config, get_evidence, get_redis_url, get_store
 from ..errors import RETRY_AFTER_S
 from ..guard import PHOTO_LIMIT
-from ..deps import get_config, get_evidence, get_redis_url, get_store
 from ..pagination import Paging, paging
-from ..schemas import (AuditOut, CaseDetail, CaseOut, CaseStateName, ErrorOut, NoteIn, TakenCase, TransitionIn)
+from ..schemas import AuditOut, CaseDetail, CaseOut, CaseStateName, ErrorOut, NoteIn, TakenCase, TransitionIn
 from . import queue
 
 log = logging.getLogger(__name__)

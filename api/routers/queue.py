@@ -1,7 +1,7 @@
 """The queue's other views: pending deliveries, dead letters, escalations, police liaison, feedback per zone."""
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException
 

@@ -418,7 +418,8 @@ def pack_observations(obs: list[Observation]) -> dict[str, np.ndarray]:
             "frame_h": np.array([o.frame_h for o in obs], np.int64),
             "scene_flow": np.array([o.scene_flow for o in obs]), "moving_area": np.array([o.moving_area for o in obs]),
             "moving_speed": np.array([o.moving_speed for o in obs]),
-            "motion": np.array([o.motion for o in obs], np.float32).reshape(len(obs), len(MOTION_STATS)), "xyxy": cat("xyxy", (0, 4), np.float32),
+            "motion": np.array([o.motion for o in obs], np.float32).reshape(len(obs), len(MOTION_STATS)),
+            "xyxy": cat("xyxy", (0, 4), np.float32),
             "keypoints": cat("keypoints", (0, N_KP, 3), np.float32), "has_pose": cat("has_pose", (0,), bool),
             "flow_mag": cat("flow_mag", (0,), np.float32), "flow_chaos": cat("flow_chaos", (0,), np.float32)}
 
