@@ -136,3 +136,22 @@ def test_clips_are_served_for_browsers_with_range_requests(api):
     assert r.status_code == 200 and r.headers["content-type"] == "video/mp4"
     part = api.get(f"/api/evidence/{name}", headers={"Range": "bytes=0-99"})
     assert part.status_code == 206 and len(part.content) == 100 and part.content == r.content[:100]
+
+
+def test_publisher_ranks_a_density_zone_against_its_derived_threshold(store, tmp_path):
+    """A zone with density and area_m2 has no written threshold: the crowd's priority comes from the derived one."""
+    cfg = parse_config({
+        "grids": [{"id": "g-1"}],
+        "cameras": [{"id": "cam-1", "url": "rtsp://192.0.2.1/s", "grid": "g-1", "lat": 31.2, "lon": 121.4,
+                     "zones": [{"id": "z1", "polygon": [[0, 0], [1, 0], [1, 1], [0, 1]], "area_m2": 2.0,
+                                "crowding": {"density": 2.0}}]}],
+        "alerts": {"clip": {"enabled": False}},
+        "settings": {"data_dir": str(tmp_path)},
+    }).resolve_paths(tmp_path)
+    assert cfg.cameras[0].zones[0].crowding.threshold is None  # derived: 4 people
+    pub = AlertPublisher(cfg, store, EvidenceStore(cfg.alerts.evidence_dir))
+    img = np.zeros((120, 160, 3), np.uint8)
+    inc = Incident("crowding", "start", "cam-1", "z1", time.time(), 9, 1.0, "9 people")
+    case = pub.handle(Analysis(Frame("cam-1", img, inc.ts, 0), Detections(), Detections(), (), (inc,)))[0]
+    assert (case["priority"], case["level"]) == (2, "high")  # 9 people against 4: over twice
+    pub.close()
