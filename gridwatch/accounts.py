@@ -31,7 +31,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gridwatch.config import ConfigError, GridwatchConfig, problems_of
+from gridwatch.config import ConfigError, GridwatchConfig, Problem, problems_of
 from streams.urls import mask_json
 
 Role = Literal["operator", "grid_worker", "admin"]
@@ -149,13 +149,13 @@ class AccountBook:
             try:
                 data = yaml.safe_load(path.read_text()) or {}
             except yaml.YAMLError as err:
-                raise ConfigError(path, [("(file)", f"not valid YAML: {err}")]) from None
+                raise ConfigError(path, [Problem(("(file)",), f"not valid YAML: {err}")]) from None
         try:
             parsed = AccountsFile.model_validate(data)
         except ValidationError as err:
             raise ConfigError(path, problems_of(err)) from None
         if grids is not None:
-            bad = [(f"accounts[{i}].grids", f"{g!r} is not a grid of the config")
+            bad = [Problem(("accounts", i, "grids"), f"{g!r} is not a grid of the config")
                    for i, a in enumerate(parsed.accounts) for g in a.grids if g not in grids]
             if bad:
                 raise ConfigError(path, bad)

@@ -25,7 +25,7 @@ def example() -> dict:
 def problems(tmp_path, data) -> dict[str, str]:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, data))
-    return dict(info.value.problems)
+    return {p.where: p.msg for p in info.value.problems}
 
 
 def test_example_is_valid():

@@ -409,15 +409,15 @@ def test_config_refuses_local_files_outside_media_dirs_naming_the_field(tmp_path
     urls = ["rtsp://h/s", "rtsp://h/t", "rtsp://h/u", "/etc/passwd"]
     with pytest.raises(ConfigError) as info:
         load_config(write(urls, None))
-    assert [loc for loc, _ in info.value.problems] == ["cameras[3].url"]
-    assert "settings.media_dirs" in info.value.problems[0][1]
+    assert [p.where for p in info.value.problems] == ["cameras[3].url"]
+    assert "settings.media_dirs" in info.value.problems[0].msg
     # relative folders and files resolve against the config file's folder
     cfg = load_config(write(["footage/clip.mp4"], "footage"))
     assert cfg.settings.media_dirs == [tmp_path / "footage"] and cfg.cameras[0].url == str(tmp_path / "footage/clip.mp4")
     for bad in ("footage/../gw.yaml", "footage/out/passwd", "file:///etc/passwd"):
         with pytest.raises(ConfigError) as info:
             load_config(write(["rtsp://h/s", bad], "footage"))
-        assert [loc for loc, _ in info.value.problems] == ["cameras[1].url"], bad
+        assert [p.where for p in info.value.problems] == ["cameras[1].url"], bad
     with pytest.raises(ConfigError):
         parse_config({"grids": [{"id": "g"}], "cameras": [{"id": "c", "url": "rtsp://h/s", "view_url": "/etc/passwd",
                                                            "grid": "g", "lat": 0, "lon": 0}]})

@@ -115,7 +115,7 @@ def test_retention_deletes_what_no_open_case_needs(store, tmp_path):
 def test_bad_queue_config_names_the_field(alerts, field, words):
     with pytest.raises(ConfigError) as err:
         parse_config({**API_CONFIG, "alerts": alerts}, "site.yaml")
-    assert any(loc == field and words in msg for loc, msg in err.value.problems), err.value.problems
+    assert any(p.where == field and words in p.msg for p in err.value.problems), err.value.problems
 
 
 def test_events_carry_json_the_outputs_can_read(store):

@@ -22,12 +22,17 @@ import argparse
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import cv2
 import numpy as np
 
+from gridwatch.config.base import Problem
+
 from .detections import Detections
+
+if TYPE_CHECKING:
+    from gridwatch.config import GridwatchConfig
 
 EDGE_WIDTH = 640  # edges are counted on the frame resized to this width, so numbers do not depend on resolution
 
@@ -111,6 +116,50 @@ class CountCalibration:
 
 
 # ----------------------------------------------------------------------------------------------- fitting from a folder
+
+
+def calibration_problems(cfg: GridwatchConfig, base: Path | None = None) -> list[Problem]:
+    """Zones whose count calibration was fitted for other detections than the ones the detector will give it.
+
+    A calibration's weights are per detection of one setup (model, input size,
+    tiling, confidence, perspective check); fed another setup's detections it
+    counts wrong without any error, so a mismatch is refused at load time.
+    """
+    det, out = cfg.detector, []
+    for i, cam in enumerate(cfg.cameras):
+        for j, z in enumerate(cam.zones):
+            if z.count_calibration is None:
+                continue
+            where = ("cameras", i, "zones", j, "count_calibration")
+            path = Path(z.count_calibration)
+            if base is not None and not path.is_absolute():
+                path = base / path  # as load_config will resolve it
+            try:
+                if not path.is_file() or path.stat().st_size > 1 << 20:
+                    raise ValueError("not a calibration file (a JSON file of at most 1 MiB)")
+                fitted = json.loads(path.read_text()).get("detector", {})
+                if not isinstance(fitted, dict):
+                    raise ValueError("its detector is not a mapping")
+                float(fitted.get("confidence", 0.0))
+            except (OSError, ValueError, AttributeError, TypeError) as err:
+                out.append(Problem(where, f"cannot use {z.count_calibration}: {err}; fit one with "
+                                          "python -m vision.counting fit"))
+                continue
+            want = {"model": Path(det.model).name, "imgsz": det.imgsz, "tiles": 0,
+                    "perspective_check": cam.perspective_check}
+            got = {"model": Path(str(fitted.get("model", ""))).name, "imgsz": fitted.get("imgsz"),
+                   "tiles": fitted.get("tiles", 0), "perspective_check": fitted.get("perspective_check", False)}
+            wrong = [k for k in want if want[k] != got[k]]
+            if float(fitted.get("confidence", 0.0)) < det.confidence - 1e-9:
+                wrong.append("confidence")
+            if wrong:
+                out.append(Problem(where, (
+                    f"{z.count_calibration} was fitted for other detections ({', '.join(f'{k} {fitted.get(k)}' for k in wrong)}; "
+                    f"this config gives {', '.join(f'{k} {want.get(k, det.confidence)}' for k in wrong)}); set detector "
+                    f"to match it, or refit it: python -m vision.counting fit --data FOLDER --out FILE "
+                    f"--model {det.model} --imgsz {det.imgsz} --confidence {det.confidence}"
+                    + ("" if cam.perspective_check else " --no-perspective-check"))))
+    return out
 
 
 def read_counts(path: Path) -> dict[str, float]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -23,17 +22,10 @@ from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from alerts import CaseStore
-from gridwatch.config import (
-    Camera,
-    Grid,
-    GridwatchConfig,
-    calibration_problems,
-    keep_secret,
-    mask_url,
-    save_config,
-)
+from gridwatch.config import Camera, Grid, GridwatchConfig, Problem, keep_secret, problems_of, save_config
 from gridwatch.configsync import ConfigChannel
 from streams.urls import UnsafeSource, check_source, has_masked_secret, mask_text, mask_url_field, url_secrets
+from vision.counting import calibration_problems
 
 from ..auth import ADMIN, ADMIN_PAGE, ANY, PAGE, AnyUser
 from ..deps import get_config, get_config_path, get_store, set_config
@@ -83,42 +75,16 @@ def _problem(loc: list, msg: str) -> dict:
     return {"loc": loc, "msg": msg, "type": "value_error"}
 
 
-_REF = re.compile(r"^(?P<list>[a-z_]+)\[(?P<i>\d+)\](?P<path>(\.[a-z_]+(\[\d+\])?)*): (?P<msg>.*)$")
-
-
-def _path(dotted: str) -> list:
-    """``.zones[0].count_calibration`` -> ["zones", 0, "count_calibration"] (a field path as FastAPI writes it)."""
-    out: list = []
-    for part in (p for p in dotted.split(".") if p):
-        name, _, i = part.partition("[")
-        out += [name, int(i.rstrip("]"))] if i else [name]
-    return out
-
-
-def _ref_problems(lines: list[str], section: str, index: int, loc: list = ()) -> list[dict]:
-    """Whole-config messages that name their field ("cameras[3].grid: ...") as body field paths of the item sent."""
+def _body_problems(problems: list[Problem], section: str, index: int) -> list[dict]:
+    """The config's problems as field paths of the item sent: ``cameras[3].zones[0].polygon`` is
+    ``body.zones.0.polygon`` when camera 3 is the one being edited, and ``body`` (with its place named) otherwise."""
     out = []
-    for line in lines:
-        m = _REF.match(line)
-        if m and m["list"] == section and int(m["i"]) == index:
-            out.append(_problem(["body", *_path(m["path"])], mask_url(m["msg"])))
-        elif m:
-            out.append(_problem(["body"], mask_url(line)))
+    for p in problems:
+        if p.loc[:2] == (section, index):
+            out.append(_problem(["body", *p.loc[2:]], p.msg))
         else:
-            out.append(_problem(["body", *loc], mask_url(line)))
+            out.append(_problem(["body"], f"{p.where}: {p.msg}"))
     return out
-
-
-def _config_problems(err: ValidationError, section: str, index: int) -> list[dict]:
-    """The whole config's problems that concern ``section[index]`` (the item sent), as body field paths."""
-    out = []
-    for e in err.errors():
-        loc, msg = list(e["loc"]), e["msg"].removeprefix("Value error, ")
-        if loc[:2] == [section, index]:
-            out.append(_problem(["body", *loc[2:]], mask_url(msg)))
-            continue
-        out += _ref_problems(msg.splitlines(), section, index, loc)  # cross-reference checks name their field
-    return out or [_problem(["body"], mask_url(str(err)))]
 
 
 def _commit(request: Request, current: GridwatchConfig, data: dict, section: str, index: int, actor: str
@@ -130,12 +96,11 @@ def _commit(request: Request, current: GridwatchConfig, data: dict, section: str
     try:
         written = GridwatchConfig.model_validate(data, context={"base": base} if base else None)
     except ValidationError as err:
-        raise HTTPException(422, _config_problems(err, section, index)) from None
+        raise HTTPException(422, _body_problems(problems_of(err), section, index)) from None
     cfg = written.resolve_paths(base) if base is not None else written
-    mine = [f"{where}: {msg}" for where, msg in calibration_problems(cfg, base)
-            if where.startswith(f"{section}[{index}].")]
+    mine = [p for p in calibration_problems(cfg, base) if p.loc[:2] == (section, index)]
     if mine:  # a count calibration fitted for other detections than this config's detector gives
-        raise HTTPException(422, _ref_problems(mine, section, index))
+        raise HTTPException(422, _body_problems(mine, section, index))
     if path:
         try:
             save_config(cfg, path)
