@@ -7,6 +7,7 @@ that is not a video get their own message. The detail goes to the server's log.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Iterable, Literal
 
@@ -49,15 +50,25 @@ def grab(url: str, media_dirs: Iterable[Path] = (), timeout_s: float = 8.0) -> n
     Raises ``streams.urls.UnsafeSource`` for a URL that may not be opened, ``SnapshotError`` for one that gave no picture.
     """
     source = check_source(url, media_dirs)
-    try:
-        with av.open(source.target, options=source.options, timeout=(timeout_s, timeout_s)) as container:
-            if not container.streams.video:
-                raise SnapshotError(url, "not_video", "no video stream")
-            for frame in container.decode(video=0):
-                return frame.to_ndarray(format="bgr24")
-    except SnapshotError:
-        raise
-    except (av.error.FFmpegError, OSError, ValueError, RuntimeError, StopIteration) as err:
-        raise SnapshotError(url, _kind(source, err), f"{type(err).__name__}: {err}") from None
+    # an RTSP server whose stream is still starting can answer with a description FFmpeg cannot use yet
+    # ("Invalid data", seen on a loaded machine just after the server started): one more try, half a second on
+    attempts = 2 if source.kind == "rtsp" else 1
+    for attempt in range(attempts):
+        try:
+            with av.open(source.target, options=source.options, timeout=(timeout_s, timeout_s)) as container:
+                if not container.streams.video:
+                    raise SnapshotError(url, "not_video", "no video stream")
+                for frame in container.decode(video=0):
+                    return frame.to_ndarray(format="bgr24")
+        except SnapshotError:
+            raise
+        except av.error.InvalidDataError as err:
+            if attempt + 1 < attempts:
+                time.sleep(0.5)
+                continue
+            raise SnapshotError(url, _kind(source, err), f"{type(err).__name__}: {err}") from None
+        except (av.error.FFmpegError, OSError, ValueError, RuntimeError, StopIteration) as err:
+            raise SnapshotError(url, _kind(source, err), f"{type(err).__name__}: {err}") from None
+        break
     raise SnapshotError(url, "not_video" if source.kind == "file" else "unreachable",
                         "the stream ended before a picture arrived")
