@@ -5,8 +5,11 @@ from .cases import (
                     TRANSITIONS,
                     VERDICTS,
                     Alert,
+                    Case,
                     CaseNotFound,
                     CaseStore,
+                    DeliveredCase,
+                    HistoryEntry,
                     IllegalTransition,
                     incident_id_for,
                     priority_of,
@@ -15,5 +18,6 @@ from .evidence import EvidenceStore, annotate
 from .publisher import AlertPublisher
 from .redis_server import EmbeddedValkey
 
-__all__ = ["PRIORITIES", "STATES", "TRANSITIONS", "VERDICTS", "Alert", "AlertPublisher", "CaseNotFound", "CaseStore",
-           "EmbeddedValkey", "EvidenceStore", "IllegalTransition", "annotate", "incident_id_for", "priority_of"]
+__all__ = ["PRIORITIES", "STATES", "TRANSITIONS", "VERDICTS", "Alert", "AlertPublisher", "Case", "CaseNotFound",
+           "CaseStore", "DeliveredCase", "EmbeddedValkey", "EvidenceStore", "HistoryEntry", "IllegalTransition",
+           "annotate", "incident_id_for", "priority_of"]

@@ -1,7 +1,7 @@
 """Cases on Redis: the grid queues, the case lifecycle with time limits, the audit log, feedback.
 
 Keys (prefix ``gw``; docs/queue.md has the whole picture):
-  ``gw:case:{id}``               the case as JSON (``version`` counts its changes)
+  ``gw:case:{id}``               the case as JSON (``Case``; ``version`` counts its changes)
   ``gw:case:{id}:history``       audit log, append only, hash-chained: who did what, when
   ``gw:case:{id}:evidence``      names of the evidence files the case refers to
   ``gw:cases``                   sorted set id -> incident time, newest-first listings
@@ -27,6 +27,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Literal, get_args
 
 import redis
+from pydantic import BaseModel, ConfigDict, Field
 
 from gridwatch.config import AlertsConfig
 
@@ -55,6 +56,87 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
 }
 _LIMIT_FIELD = {"new": "new_s", "acknowledged": "acknowledged_s", "dispatched": "dispatched_s",
                 "on_site": "on_site_s", "resolved": "resolved_s"}
+
+
+class HistoryEntry(BaseModel):
+    """One line of the audit log: who did what, when; append only."""
+
+    model_config = ConfigDict(frozen=True)  # (its ``prev``, the hash chain, is checked on the raw entries)
+
+    ts: float
+    actor: str
+    by: str | None = Field(default=None, description="the logged-in account that recorded it, when that is not "
+                                                      "the actor (an operator entering what a worker radioed in)")
+    action: str
+    state: str
+    note: str | None = None
+    worker: str | None = None
+    verdict: str | None = None
+    count: int | None = None
+    priority: int | None = None
+    level: int | None = Field(default=None, description="escalate: how many times in this state")
+    snapshot: str | None = None
+    clip: str | None = None
+    photo: str | None = None
+
+
+class Case(BaseModel):
+    """A case as stored in ``gw:case:{id}``: one incident in a grid's queue, from its alert until it is closed.
+
+    The Lua scripts (alerts/lua.py) write it: INGEST every field, COMMIT what ``CaseStore.transition`` and
+    ``add_note`` changed, ESCALATE the escalation counters, ATTACH the clip. The defaults are for cases an
+    older gridwatch wrote. What the API shows of it is ``api.schemas.CaseOut``, derived from these fields.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    incident_id: str | None = None
+    kind: str
+    state: CaseState
+    priority: int = Field(default=4, description="1 fight; crowds 2 (>= 2x threshold), 3 (>= 1.5x), 4")
+    level: str | None = Field(default=None, description="fight, or the crowd's density level")
+    camera_id: str
+    camera_name: str
+    grid_id: str
+    zone_id: str
+    ts: float = Field(description="when the incident was detected (unix seconds)")
+    count: int = Field(description="people in the zone (peak while the incident lasted)")
+    score: float
+    detail: str
+    snapshot: str | None = Field(default=None, description="evidence file: the annotated frame of the alert")
+    clip: str | None = Field(default=None, description="evidence file: H.264 MP4, from before to after the alert")
+    photos: list[str] = Field(default_factory=list, description="evidence files: photos from the worker")
+    lat: float
+    lon: float
+    verdict: Verdict | None = None
+    worker: str | None = None
+    resolved_by: str | None = Field(default=None, description="who recorded the verdict")
+    created_at: float
+    updated_at: float
+    state_since: float | None = None
+    updates: int = 0
+    incidents: int = 1
+    notes: int = 0
+    escalations: int = 0
+    escalation_level: int = Field(default=0, description="escalations in the current state")
+    dead_letter: bool = Field(default=False, description="delivered too often without a worker accepting it")
+    end_ts: float | None = Field(default=None, description="when the incident itself ended, if it has")
+    version: int = Field(default=1, description="goes up by one with every change: two copies of a case with the "
+                                                "same version are the same (pages skip re-rendering)")
+    # the queue's bookkeeping
+    stream_id: str | None = Field(default=None, description="its entry in the grid's priority queue")
+    queue: str | None = Field(default=None, description="that queue (stream key)")
+    history_head: str = Field(default="", description="SHA-1 of the last audit entry (CaseStore.verify_history)")
+    history: list[HistoryEntry] | None = Field(default=None, description="the audit log, oldest first; "
+                                                                         "CaseStore.get reads it, other reads do not")
+
+
+class DeliveredCase(Case):
+    """A case as ``CaseStore.take`` hands it to a worker's client: with its delivery from the grid's queue."""
+
+    delivery_id: str = Field(description="the grid queue's entry; accept the case to acknowledge it")
+    deliveries: int = Field(description="how many times this case has been handed out")
 
 
 class IllegalTransition(Exception):
@@ -86,7 +168,7 @@ def priority_of(kind: str, count: int, threshold: int | None) -> tuple[int, str]
     return 4, "normal"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Alert:
     """What the pipeline sends into the queue: one incident (or news of it), with its evidence."""
 
@@ -185,7 +267,7 @@ class CaseStore:
         return getattr(self.policy.limits, field) if field else None
 
     # --- alerts in ----------------------------------------------------------------
-    def ingest(self, alert: Alert, cooldown_s: float | None = None) -> tuple[str, dict | None]:
+    def ingest(self, alert: Alert, cooldown_s: float | None = None) -> tuple[str, Case | None]:
         """One alert into the queue, atomically and idempotently; returns (status, case).
 
         status: ``created`` (a new case in the grid's queue), ``updated`` / ``ended`` (news on the
@@ -195,14 +277,7 @@ class CaseStore:
         cooldown = self.policy.cooldown_s if cooldown_s is None else cooldown_s
         _, status, raw = self._ingest(args=[self.p, alert.to_json(), int(cooldown * 1000), repr(time.time()),
                                               self.policy.limits.new_s, INCIDENT_TTL_S])
-        return status.decode(), (json.loads(raw) if raw else None)
-
-    def create_case(self, alert: Alert, cooldown_s: float) -> tuple[dict, bool]:
-        """A new case for ``alert``, or the open case of the same incident / (camera, zone, kind) in the cooldown."""
-        status, case = self.ingest(alert, cooldown_s)
-        if case is None:
-            case = self.get(self.case_of_incident(alert.normalised().incident_id))
-        return case, status == "created"
+        return status.decode(), (Case.model_validate_json(raw) if raw else None)
 
     def case_of_incident(self, incident_id: str) -> str:
         cid = self.r.hget(self.k("incident", incident_id), "case")
@@ -218,7 +293,7 @@ class CaseStore:
 
     # --- people act -----------------------------------------------------------------
     def transition(self, cid: str, action: str, actor: str, *, worker: str | None = None,
-                   verdict: str | None = None, note: str | None = None, by: str | None = None) -> dict:
+                   verdict: str | None = None, note: str | None = None, by: str | None = None) -> Case:
         """``actor``: who the action is recorded for; ``by``: the account that sent it, kept in the (hash-chained)
         history when it is someone else (an operator entering what a worker radioed in)."""
         if action not in TRANSITIONS:
@@ -281,7 +356,7 @@ class CaseStore:
         return extras, counters, pins
 
     def add_note(self, cid: str, actor: str, note: str | None = None, photo: str | None = None,
-                 by: str | None = None) -> dict:
+                 by: str | None = None) -> Case:
         """A worker's note and/or photo (an evidence file name) on the case's timeline."""
         if not actor:
             raise ValueError("actor is required: who writes the note")
@@ -305,7 +380,7 @@ class CaseStore:
 
     def _commit(self, before: dict, after: dict, entry: dict, event: str, *, deadline: str = "",
                 extras: list | None = None, counters: list | None = None, pins: list | None = None,
-                police: str = "") -> dict | None:
+                police: str = "") -> Case | None:
         """Write a changed case, its audit entry, event and side effects in one step; None if it changed meanwhile."""
         after = {k: v for k, v in after.items() if k not in ("history", "delivery_id", "deliveries")}
         entry = {k: v for k, v in entry.items() if v is not None}
@@ -316,7 +391,7 @@ class CaseStore:
             return None
         if out == b"missing":
             raise CaseNotFound(before["id"])
-        return json.loads(out)
+        return Case.model_validate_json(out)
 
     # --- delivery to grid workers ---------------------------------------------------
     def queue_streams(self, grid: str) -> list[str]:
@@ -328,7 +403,7 @@ class CaseStore:
             return sorted(known, key=lambda s: (s.rsplit(":", 1)[-1], s))
         return [s for s in self.queue_streams(grid) if s in known]
 
-    def take(self, grid: str, worker: str, block_ms: int | None = None) -> dict | None:
+    def take(self, grid: str, worker: str, block_ms: int | None = None) -> DeliveredCase | None:
         """The next case of ``grid`` for ``worker``: fights first, then crowds by density; oldest first.
 
         A case another worker took but did not accept within ``claim_timeout_s`` is handed on
@@ -357,20 +432,19 @@ class CaseStore:
                 return self._deliverable(stream.decode(), *entries[0])
         return None
 
-    def _deliverable(self, stream: str, msg_id: bytes, fields: dict) -> dict | None:
+    def _deliverable(self, stream: str, msg_id: bytes, fields: dict) -> DeliveredCase | None:
         """The case behind a delivery, or None (and the delivery done) when nobody needs to take it any more."""
         cid = fields[b"case"].decode()
         try:
-            case = self.get(cid)
+            case = self._load_with_history(cid)
         except CaseNotFound:
             case = None
         if case is None or case["state"] not in ("new", "acknowledged") or case.get("dead_letter"):
             self.r.xack(stream, GROUP, msg_id)
             return None
         info = self.r.xpending_range(stream, GROUP, msg_id, msg_id, 1)
-        case["delivery_id"] = msg_id.decode()
-        case["deliveries"] = info[0]["times_delivered"] if info else 1
-        return case
+        return DeliveredCase.model_validate({**case, "delivery_id": msg_id.decode(),
+                                             "deliveries": info[0]["times_delivered"] if info else 1})
 
     def _ack_delivery(self, case: dict) -> None:
         """Once a worker goes (or the case is resolved or closed) the grid's queue entry is done."""
@@ -442,7 +516,7 @@ class CaseStore:
                 for mid, f in self.r.xrevrange(stream, count=count)]
 
     # --- time limits ---------------------------------------------------------------------
-    def escalate_due(self, now: float | None = None, batch: int = 200) -> list[dict]:
+    def escalate_due(self, now: float | None = None, batch: int = 200) -> list[Case]:
         """Escalate every case whose state's time limit ran out; safe to run in several processes at once."""
         now = time.time() if now is None else now
         limits = {s: self.limit_s(s) for s in _LIMIT_FIELD}
@@ -450,7 +524,7 @@ class CaseStore:
         for cid in self.r.zrangebyscore(self.k("deadlines"), "-inf", now, start=0, num=batch):
             raw = self._escalate(args=[self.p, cid, repr(now), json.dumps(limits), self.policy.limits.repeat])
             if raw:
-                out.append(json.loads(raw))
+                out.append(Case.model_validate_json(raw))
         return out
 
     # --- reads ------------------------------------------------------------------------
@@ -460,10 +534,14 @@ class CaseStore:
             raise CaseNotFound(cid)
         return json.loads(raw)
 
-    def get(self, cid: str) -> dict:
+    def _load_with_history(self, cid: str) -> dict:
         case = self._load(cid)
         case["history"] = [_hist_entry(h) for h in self.r.lrange(self._hist(cid), 0, -1)]
         return case
+
+    def get(self, cid: str) -> Case:
+        """The case with its audit log."""
+        return Case.model_validate(self._load_with_history(cid))
 
     def verify_history(self, cid: str) -> tuple[bool, int | None]:
         """Whether the audit log is as written: (True, None), or (False, index of the first entry that is not)."""
@@ -479,7 +557,7 @@ class CaseStore:
 
     def list(self, *, grid: str | None = None, camera: str | None = None, kind: str | None = None,
              state: str | None = None, worker: str | None = None, sort: Literal["time", "priority"] = "time",
-             limit: int = 50, scan: int = 2000) -> list[dict]:
+             limit: int = 50, scan: int = 2000) -> list[Case]:
         """Newest first (or by priority, then newest), filtered.
 
         Reads at most ``scan`` recent cases of the narrowest index that holds every match (the
@@ -499,16 +577,16 @@ class CaseStore:
             for raw in self.r.mget([self._case(c) for c in chunk]):
                 if raw is None:
                     continue
-                case = json.loads(raw)
-                if ((grid and case["grid_id"] != grid) or (camera and case["camera_id"] != camera)
-                        or (kind and case["kind"] != kind) or (state and case["state"] != state)
-                        or (worker and case.get("worker") != worker)):
+                case = Case.model_validate_json(raw)
+                if ((grid and case.grid_id != grid) or (camera and case.camera_id != camera)
+                        or (kind and case.kind != kind) or (state and case.state != state)
+                        or (worker and case.worker != worker)):
                     continue
                 out.append(case)
                 if sort == "time" and len(out) >= limit:
                     return out
         if sort == "priority":
-            out.sort(key=lambda c: (c["state"] == "closed", c["priority"], -c["ts"]))
+            out.sort(key=lambda c: (c.state == "closed", c.priority, -c.ts))
         return out[:limit]
 
     def ensure_indexes(self, batch: int = 500) -> int:

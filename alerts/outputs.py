@@ -19,32 +19,34 @@ import redis
 
 from gridwatch.config import MqttOutput, OutputsConfig, WebhookOutput, mask_url
 
+from .cases import Case
+
 log = logging.getLogger(__name__)
 
 
-def frigate_object(case: dict) -> dict:
+def frigate_object(case: Case) -> dict:
     """A case as Frigate describes a tracked object of an event, plus gridwatch's own fields."""
     return {
-        "id": case["id"], "camera": case["camera_id"], "label": case["kind"], "sub_label": case.get("level") or None,
-        "score": case["score"], "top_score": case["score"], "frame_time": case["ts"], "start_time": case["ts"],
-        "end_time": case.get("end_ts") or (case["updated_at"] if case["state"] == "closed" else None),
-        "current_zones": [case["zone_id"]], "entered_zones": [case["zone_id"]],
-        "has_snapshot": bool(case.get("snapshot")), "has_clip": bool(case.get("clip")),
-        "false_positive": case.get("verdict") == "false_alarm", "stationary": False,
+        "id": case.id, "camera": case.camera_id, "label": case.kind, "sub_label": case.level or None,
+        "score": case.score, "top_score": case.score, "frame_time": case.ts, "start_time": case.ts,
+        "end_time": case.end_ts or (case.updated_at if case.state == "closed" else None),
+        "current_zones": [case.zone_id], "entered_zones": [case.zone_id],
+        "has_snapshot": bool(case.snapshot), "has_clip": bool(case.clip),
+        "false_positive": case.verdict == "false_alarm", "stationary": False,
         "thumbnail": None,
         # gridwatch: where it goes and how far it is
-        "grid": case["grid_id"], "state": case["state"], "priority": case["priority"], "count": case["count"],
-        "verdict": case.get("verdict"), "worker": case.get("worker"), "escalations": case.get("escalations", 0),
-        "lat": case["lat"], "lon": case["lon"],
-        "snapshot_url": f"/api/evidence/{case['snapshot']}" if case.get("snapshot") else None,
-        "clip_url": f"/api/evidence/{case['clip']}" if case.get("clip") else None,
+        "grid": case.grid_id, "state": case.state, "priority": case.priority, "count": case.count,
+        "verdict": case.verdict, "worker": case.worker, "escalations": case.escalations,
+        "lat": case.lat, "lon": case.lon,
+        "snapshot_url": f"/api/evidence/{case.snapshot}" if case.snapshot else None,
+        "clip_url": f"/api/evidence/{case.clip}" if case.clip else None,
     }
 
 
-def frigate_event(event_type: str, case: dict, before: dict | None) -> dict:
+def frigate_event(event_type: str, case: Case, before: Case | None) -> dict:
     if event_type == "case.created":
         kind = "new"
-    elif case["state"] == "closed" and (before or {}).get("state") != "closed":
+    elif case.state == "closed" and (before is None or before.state != "closed"):
         kind = "end"
     else:
         kind = "update"
@@ -162,8 +164,8 @@ class OutputRelay(threading.Thread):
         return last[0][0].decode() if last else None
 
     def _send_until_done(self, fields: dict) -> bool:
-        case = json.loads(fields[b"case"])
-        before = json.loads(fields[b"before"]) if fields.get(b"before") else None
+        case = Case.model_validate_json(fields[b"case"])
+        before = Case.model_validate_json(fields[b"before"]) if fields.get(b"before") else None
         event = frigate_event(fields[b"type"].decode(), case, before)
         delay = self.retry_s
         while not self._stop_event.is_set():

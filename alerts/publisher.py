@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from gridwatch.config import GridwatchConfig
 from vision.zones import PolygonZone
 
-from .cases import Alert, CaseStore, incident_id_for, priority_of
+from .cases import Alert, Case, CaseStore, incident_id_for, priority_of
 from .clips import ClipRecorder
 from .evidence import EvidenceStore, annotate
 from .spool import Outbox, Spool
@@ -56,7 +56,7 @@ class AlertPublisher:
             return self.store.attach(op["incident_id"], op["field"], op["name"])
         raise ValueError(f"unknown spool operation {op['op']!r}")
 
-    def handle(self, analysis: Analysis) -> list[dict]:
+    def handle(self, analysis: Analysis) -> list[Case]:
         if self.clips is not None:
             f = analysis.frame
             self.clips.push(f.camera_id, f.ts, f.image)
@@ -69,7 +69,7 @@ class AlertPublisher:
                 log.exception("could not publish %s on %s/%s", inc.kind, inc.camera_id, inc.zone_id)
         return cases
 
-    def publish(self, inc: Incident, analysis: Analysis) -> dict | None:
+    def publish(self, inc: Incident, analysis: Analysis) -> Case | None:
         """Send one incident's alert; returns its case, or None when it was spooled (or was an end)."""
         cam = self.cameras[inc.camera_id]
         zone_cfg = next(z for z in cam.zones if z.id == inc.zone_id)
@@ -95,7 +95,7 @@ class AlertPublisher:
         status, case = result
         if status == "created":
             self.published += 1
-            log.info("alert %s: %s at %s/%s (%d people, priority %d) -> grid %s", case["id"], inc.kind, cam.id,
+            log.info("alert %s: %s at %s/%s (%d people, priority %d) -> grid %s", case.id, inc.kind, cam.id,
                      zone_cfg.id, inc.count, prio, cam.grid)
         return case
 

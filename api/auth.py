@@ -16,6 +16,7 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 from pydantic import BaseModel, Field
 
+from alerts.cases import Case
 from gridwatch.accounts import ROLES, AccountBook
 
 COOKIE = "gw_session"
@@ -169,10 +170,10 @@ def check_grid(user: User, grid_id: str) -> None:
         raise HTTPException(403, f"{user.name} works in {', '.join(user.grids)}, not in {grid_id}")
 
 
-def check_case(user: User, case: dict) -> dict:
+def check_case(user: User, case: Case) -> Case:
     """Another grid's case is 'not found' for a grid worker: its existence is not theirs to know."""
-    if not user.sees_grid(case.get("grid_id", "")):
-        raise HTTPException(404, f"no case {case.get('id', '')}")
+    if not user.sees_grid(case.grid_id):
+        raise HTTPException(404, f"no case {case.id}")
     return case
 
 
@@ -180,11 +181,11 @@ WORKER_ACTIONS = {"accept", "arrive", "resolve", "note", "photo", "take"}
 WORKER_RESOLVES_FROM = {"dispatched", "on_site"}  # resolving from "acknowledged" is the operator's shortcut
 
 
-def worker_may(user: User, action: str, case: dict, actor: str | None, worker: str | None = None) -> None:
+def worker_may(user: User, action: str, case: Case | None, actor: str | None, worker: str | None = None) -> None:
     """Grid workers act in the field, as themselves, on their own cases; operators and admins keep every shortcut.
 
-    take and accept: for themselves only. arrive, resolve, notes and photos: only on a case dispatched to them
-    (resolve once they are on their way or on site).
+    take and accept: for themselves only (``case``: None for take, which has none yet). arrive, resolve, notes and
+    photos: only on a case dispatched to them (resolve once they are on their way or on site).
     """
     if user.role != "grid_worker":
         return
@@ -196,15 +197,15 @@ def worker_may(user: User, action: str, case: dict, actor: str | None, worker: s
         if worker is not None and worker != user.name:
             raise HTTPException(403, f"{user.name} takes and accepts cases for themselves, not for {worker}")
         return
-    if case.get("worker") != user.name:
-        raise HTTPException(403, f"case {case.get('id', '')} is not dispatched to {user.name}; accept it first "
+    if case is None or case.worker != user.name:
+        raise HTTPException(403, f"case {case.id if case else ''} is not dispatched to {user.name}; accept it first "
                                  "(or ask the operator room to send you)")
-    if action == "resolve" and case.get("state") not in WORKER_RESOLVES_FROM:
-        raise HTTPException(409, f"case {case.get('id', '')} is {case.get('state')}; a grid worker resolves a case "
+    if action == "resolve" and case.state not in WORKER_RESOLVES_FROM:
+        raise HTTPException(409, f"case {case.id} is {case.state}; a grid worker resolves a case "
                                  "they were sent to (dispatched or on site)")
 
 
-def visible_cases(store, user: User, *, grid: str | None = None, limit: int = 50, **filters) -> list[dict]:
+def visible_cases(store, user: User, *, grid: str | None = None, limit: int = 50, **filters) -> list[Case]:
     """``store.list`` limited to the user's grids (grid workers), merged in the list's own order."""
     if user.role != "grid_worker":
         if grid is None and filters.get("sort", "time") == "time" and not any(
@@ -217,9 +218,9 @@ def visible_cases(store, user: User, *, grid: str | None = None, limit: int = 50
         return store.list(grid=grid, limit=limit, **filters)
     rows = [c for g in user.grids for c in store.list(grid=g, limit=limit, **filters)]
     if filters.get("sort") == "priority":
-        rows.sort(key=lambda c: (c["state"] == "closed", c["priority"], -c["ts"]))
+        rows.sort(key=lambda c: (c.state == "closed", c.priority, -c.ts))
     else:
-        rows.sort(key=lambda c: -c["created_at"])
+        rows.sort(key=lambda c: -c.created_at)
     return rows[:limit]
 
 

@@ -1,11 +1,12 @@
-"""What the API speaks: typed schemas, kept apart from how cases are stored."""
+"""What the API speaks: typed schemas. A case's are derived from the case as stored (alerts.cases.Case)."""
 from __future__ import annotations
 
-from typing import Literal
+from copy import deepcopy
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
-from alerts.cases import CaseState as CaseStateName  # the vocabularies are declared once, where cases live
+from alerts.cases import Case, DeliveredCase, HistoryEntry  # a case and its vocabularies are declared once, there
 from alerts.cases import Verdict as VerdictName
 from gridwatch.accounts import Role
 from streams.reader import CameraState
@@ -15,80 +16,54 @@ def _evidence_url(name: str | None) -> str | None:
     return f"/api/evidence/{name}" if name else None
 
 
-class HistoryEntry(BaseModel):
-    """One line of the audit log: who did what, when; append only."""
-
-    ts: float
-    actor: str
-    by: str | None = Field(default=None, description="the logged-in account that recorded it, when that is not "
-                                                      "the actor (an operator entering what a worker radioed in)")
-    action: str
-    state: str
-    note: str | None = None
-    worker: str | None = None
-    verdict: str | None = None
-    count: int | None = None
-    priority: int | None = None
-    level: int | None = Field(default=None, description="escalate: how many times in this state")
-    snapshot: str | None = None
-    clip: str | None = None
-    photo: str | None = None
+def _fields_of(model: type[BaseModel], names) -> dict[str, tuple[Any, Any]]:
+    """Fields of a model, to declare again in another (create_model): each with its type, default and description."""
+    return {n: (model.model_fields[n].annotation, deepcopy(model.model_fields[n])) for n in names}
 
 
-class CaseOut(BaseModel):
-    id: str
-    incident_id: str | None = None
-    kind: str
-    state: CaseStateName
-    priority: int = Field(default=4, description="1 fight; crowds 2 (>= 2x threshold), 3 (>= 1.5x), 4")
-    level: str | None = Field(default=None, description="fight, or the crowd's density level")
-    camera_id: str
-    camera_name: str
-    grid_id: str
-    zone_id: str
-    ts: float = Field(description="when the incident was detected (unix seconds)")
-    count: int = Field(description="people in the zone (peak while the incident lasted)")
-    score: float
-    detail: str
-    snapshot_url: str | None
-    clip_url: str | None = Field(default=None, description="H.264 MP4, from before to after the alert")
-    photo_urls: list[str] = Field(default_factory=list, description="photos from the worker")
-    lat: float
-    lon: float
-    verdict: VerdictName | None = None
-    worker: str | None = None
-    created_at: float
-    updated_at: float
-    state_since: float | None = None
-    updates: int = 0
-    incidents: int = 1
-    notes: int = 0
-    escalations: int = 0
-    escalation_level: int = Field(default=0, description="escalations in the current state")
-    dead_letter: bool = Field(default=False, description="delivered too often without a worker accepting it")
-    end_ts: float | None = Field(default=None, description="when the incident itself ended, if it has")
-    version: int = Field(default=1, description="goes up by one with every change: two copies of a case with the "
-                                                "same version are the same (pages skip re-rendering)")
+# What the API shows of a case is the case's fields, in its order, except that its evidence files are URLs and the
+# queue's bookkeeping is left out.
+_EVIDENCE_URLS: dict[str, tuple[str, tuple[Any, Any]]] = {
+    "snapshot": ("snapshot_url", (str | None, ...)),
+    "clip": ("clip_url", (str | None, Field(default=None, description="H.264 MP4, from before to after the alert"))),
+    "photos": ("photo_urls", (list[str], Field(default_factory=list, description="photos from the worker"))),
+}
+_NOT_SHOWN = {"resolved_by", "stream_id", "queue", "history_head", "history"}
 
+
+def _case_fields() -> dict[str, tuple[Any, Any]]:
+    out: dict[str, tuple[Any, Any]] = {}
+    for name in Case.model_fields:
+        if name in _EVIDENCE_URLS:
+            url, field = _EVIDENCE_URLS[name]
+            out[url] = field
+        elif name not in _NOT_SHOWN:
+            out.update(_fields_of(Case, [name]))
+    return out
+
+
+class _CaseView(BaseModel):
     @classmethod
-    def of(cls, case: dict) -> "CaseOut":
-        return cls(**{k: v for k, v in case.items() if k in cls.model_fields},
-                   snapshot_url=_evidence_url(case.get("snapshot")), clip_url=_evidence_url(case.get("clip")),
-                   photo_urls=[_evidence_url(p) for p in case.get("photos") or []])
+    def of(cls, case: Case):
+        """The view of ``case``: the fields it shares with the case, the evidence files' URLs, the audit log if shown."""
+        values = {n: getattr(case, n) for n in cls.model_fields if n in type(case).model_fields}
+        values.update(snapshot_url=_evidence_url(case.snapshot), clip_url=_evidence_url(case.clip),
+                      photo_urls=[_evidence_url(p) for p in case.photos])
+        if "history" in values:
+            values["history"] = case.history or []
+        return cls(**values)
+
+
+CaseOut = create_model("CaseOut", __base__=_CaseView, __module__=__name__, **_case_fields())
 
 
 class CaseDetail(CaseOut):
     history: list[HistoryEntry]
 
-    @classmethod
-    def of(cls, case: dict) -> "CaseDetail":
-        base = CaseOut.of(case).model_dump()
-        return cls(**base, history=[HistoryEntry(**h) for h in case.get("history", [])])
 
-
-class TakenCase(CaseOut):
-    delivery_id: str = Field(description="the grid queue's entry; accept the case to acknowledge it")
-    deliveries: int = Field(description="how many times this case has been handed out")
+# what a worker's client gets from the grid's queue (CaseStore.take): the case and its delivery
+TakenCase = create_model("TakenCase", __base__=CaseOut, __module__=__name__,
+                         **_fields_of(DeliveredCase, ("delivery_id", "deliveries")))
 
 
 class TransitionIn(BaseModel):

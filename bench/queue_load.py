@@ -69,8 +69,9 @@ def make_alerts(n: int, ts0: float) -> list[Alert]:
         cam = f"cam-{i % CAMERAS:03d}"
         zone, kind = f"z{i}", "conflict" if i % 13 == 0 else "crowding"  # a zone per incident: no cooldown merge
         ts = ts0 + i * 1e-4
-        a = Alert(kind, cam, cam, f"g-{i % 40:02d}", zone, ts, 8 + i % 30, 0.9, "crowd", None, 31.2, 121.4,
-                  incident_id_for(cam, zone, kind, ts), 0, 0, "", "start")
+        a = Alert(kind=kind, camera_id=cam, camera_name=cam, grid_id=f"g-{i % 40:02d}", zone_id=zone, ts=ts,
+                  count=8 + i % 30, score=0.9, detail="crowd", snapshot=None, lat=31.2, lon=121.4,
+                  incident_id=incident_id_for(cam, zone, kind, ts), seq=0, priority=0, level="", phase="start")
         opened.append(a)
         out.append(a)
     return out
@@ -154,7 +155,7 @@ def bench_transitions(url: str, cases: int, tmp: Path) -> dict:
     try:
         with serving(app) as base_url:
             for threads in (1, 4):
-                ids = [store.ingest(a, 0)[1]["id"] for a in make_alerts(cases, time.time()) if a.phase == "start"]
+                ids = [store.ingest(a, 0)[1].id for a in make_alerts(cases, time.time()) if a.phase == "start"]
                 http = httpx.Client(base_url=base_url, timeout=30, headers=auth,
                                     limits=httpx.Limits(max_connections=threads + 2))
                 lat, wall = run_timed(list(range(len(ids) * 5)), lambda i: http.get("/api/health"), threads,

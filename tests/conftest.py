@@ -174,9 +174,9 @@ def make_case(api):
 
     def make(kind="crowding", zone="z1", count=9):
         snap = api.evidence.save_jpeg(np.full((48, 64, 3), 127, np.uint8))
-        case, _ = api.store.create_case(
-            Alert(kind, "cam-1", "Gate", "g-2", zone, time.time(), count, 0.8, f"{count} people", snap, 31.2, 121.4),
-            60)
+        _, case = api.store.ingest(
+            Alert(kind=kind, camera_id="cam-1", camera_name="Gate", grid_id="g-2", zone_id=zone, ts=time.time(),
+                  count=count, score=0.8, detail=f"{count} people", snapshot=snap, lat=31.2, lon=121.4), 60)
         return case
 
     return make
@@ -252,6 +252,6 @@ HEAR = """(() => {
 
 def heard(api, page, case_id):
     """Wait until the page has heard the push of the case's latest change."""
-    ts = api.store.get(case_id)["updated_at"]
+    ts = api.store.get(case_id).updated_at
     page.wait_for_function("([id, ts]) => window.heard.some((c) => c.id === id && c.updated_at >= ts)",
                            arg=[case_id, ts])

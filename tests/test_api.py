@@ -17,17 +17,17 @@ def test_cameras_with_health_and_no_password(api, make_case):
 def test_alerts_filter_and_case_history(api, make_case):
     crowd = make_case()
     fight = make_case(kind="conflict", count=2)
-    assert [a["id"] for a in api.get("/api/alerts").json()] == [fight["id"], crowd["id"]]
-    assert [a["id"] for a in api.get("/api/alerts", params={"kind": "crowding"}).json()] == [crowd["id"]]
+    assert [a["id"] for a in api.get("/api/alerts").json()] == [fight.id, crowd.id]
+    assert [a["id"] for a in api.get("/api/alerts", params={"kind": "crowding"}).json()] == [crowd.id]
     assert api.get("/api/alerts", params={"grid": "g-1"}).json() == []
     assert api.get("/api/alerts", params={"kind": "parade"}).status_code == 422
-    detail = api.get(f"/api/cases/{crowd['id']}").json()
+    detail = api.get(f"/api/cases/{crowd.id}").json()
     assert detail["history"][0]["action"] == "create" and detail["snapshot_url"].startswith("/api/evidence/")
     assert api.get("/api/cases/none").status_code == 404
 
 
 def test_transitions_and_409_on_illegal(api, make_case):
-    cid = make_case()["id"]
+    cid = make_case().id
     r = api.post(f"/api/cases/{cid}/close", json={"actor": "op"})
     assert r.status_code == 409 and "cannot close" in r.json()["detail"] and "it is new" in r.json()["detail"]
     assert api.post(f"/api/cases/{cid}/acknowledge", json={"actor": "op"}).json()["state"] == "acknowledged"
@@ -53,7 +53,7 @@ def test_notes_and_photos_from_the_worker(api, make_case):
     import cv2
     import numpy as np
 
-    cid = make_case()["id"]
+    cid = make_case().id
     r = api.post(f"/api/cases/{cid}/notes", json={"actor": "w1", "note": "people queue for the bus"})
     assert r.status_code == 200 and r.json()["notes"] == 1 and r.json()["history"][-1]["action"] == "note"
     photo = cv2.imencode(".jpg", np.full((120, 160, 3), (30, 90, 200), np.uint8))[1].tobytes()
@@ -71,7 +71,7 @@ def test_notes_and_photos_from_the_worker(api, make_case):
 
 def test_evidence_is_served_and_paths_are_refused(api, make_case):
     case = make_case()
-    r = api.get(f"/api/evidence/{case['snapshot']}")
+    r = api.get(f"/api/evidence/{case.snapshot}")
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg" and r.content[:2] == b"\xff\xd8"
     assert api.get("/api/evidence/..%2F..%2Fetc%2Fpasswd").status_code == 404
     assert api.get("/api/evidence/0000.jpg").status_code == 404
@@ -81,25 +81,25 @@ def test_worker_takes_from_grid_queue_and_accepts(api, make_case):
     crowd = make_case()
     fight = make_case(kind="conflict", count=2)
     taken = api.post("/api/grids/g-2/take", params={"worker": "w1"}).json()
-    assert taken["id"] == fight["id"] and taken["priority"] == 1 and taken["deliveries"] == 1  # fights first
-    assert api.post("/api/grids/g-2/take", params={"worker": "w2"}).json()["id"] == crowd["id"]
+    assert taken["id"] == fight.id and taken["priority"] == 1 and taken["deliveries"] == 1  # fights first
+    assert api.post("/api/grids/g-2/take", params={"worker": "w2"}).json()["id"] == crowd.id
     assert api.post("/api/grids/g-2/take", params={"worker": "w3"}).status_code == 204
     assert api.post("/api/grids/nope/take", params={"worker": "w2"}).status_code == 404
     pending = api.get("/api/grids/g-2/pending").json()
-    assert sorted((p["worker"], p["case"]) for p in pending) == [("w1", fight["id"]), ("w2", crowd["id"])]
-    r = api.post(f"/api/cases/{fight['id']}/accept", json={"actor": "w1"})
+    assert sorted((p["worker"], p["case"]) for p in pending) == [("w1", fight.id), ("w2", crowd.id)]
+    r = api.post(f"/api/cases/{fight.id}/accept", json={"actor": "w1"})
     assert r.json()["state"] == "dispatched" and r.json()["worker"] == "w1"
-    assert [p["case"] for p in api.get("/api/grids/g-2/pending").json()] == [crowd["id"]]
-    assert [a["id"] for a in api.get("/api/alerts", params={"worker": "w1"}).json()] == [fight["id"]]
+    assert [p["case"] for p in api.get("/api/grids/g-2/pending").json()] == [crowd.id]
+    assert [a["id"] for a in api.get("/api/alerts", params={"worker": "w1"}).json()] == [fight.id]
     police = api.get("/api/police").json()
-    assert [(p["fields"]["case"], p["fields"]["type"]) for p in police] == [(fight["id"], "dispatched"),
-                                                                            (fight["id"], "created")]
+    assert [(p["fields"]["case"], p["fields"]["type"]) for p in police] == [(fight.id, "dispatched"),
+                                                                            (fight.id, "created")]
     assert api.get("/api/deadletter").json() == []
 
 
 def test_feedback_report_per_zone(api, make_case):
     for verdict in ("false_alarm", "confirmed"):
-        cid = make_case(zone=f"z-{verdict}")["id"]
+        cid = make_case(zone=f"z-{verdict}").id
         for action, body in [("acknowledge", {}), ("resolve", {"verdict": verdict, "note": "seen on site"})]:
             assert api.post(f"/api/cases/{cid}/{action}", json={"actor": "w1", **body}).status_code == 200
     make_case(zone="z1")
@@ -132,10 +132,10 @@ def test_new_alerts_are_pushed_as_server_sent_events(api, make_case):
     assert ready.wait(10)
     t0 = time.time()
     case = make_case()
-    api.post(f"/api/cases/{case['id']}/acknowledge", json={"actor": "op"})
+    api.post(f"/api/cases/{case.id}/acknowledge", json={"actor": "op"})
     t.join(15)
-    assert [(e, d["id"], d["state"]) for e, d in got] == [("case.created", case["id"], "new"),
-                                                        ("case.updated", case["id"], "acknowledged")]
+    assert [(e, d["id"], d["state"]) for e, d in got] == [("case.created", case.id, "new"),
+                                                        ("case.updated", case.id, "acknowledged")]
     assert time.time() - t0 < 5
 
 

@@ -8,7 +8,7 @@ SKIP = r"^/api/(events|admin/cameras/test|admin/cameras/\{camera_id\}/snapshot|c
 
 
 def test_one_error_body_for_every_status(api, make_case):
-    cid = make_case()["id"]
+    cid = make_case().id
     cases = {
         401: api.get("/api/alerts", headers={"Authorization": ""}),
         403: api.get("/api/audit"),  # the operator is no admin
@@ -36,7 +36,7 @@ def test_one_error_body_for_every_status(api, make_case):
 
 
 def test_lists_are_paginated(api, make_case):
-    ids = [make_case(zone=f"z{i}")["id"] for i in range(5)][::-1]  # newest first
+    ids = [make_case(zone=f"z{i}").id for i in range(5)][::-1]  # newest first
     first = api.get("/api/alerts", params={"limit": 2})
     assert [a["id"] for a in first.json()] == ids[:2]
     assert first.headers["link"] == '</api/alerts?offset=2&limit=2>; rel="next"'

@@ -10,6 +10,8 @@ import pytest
 import yaml
 from conftest import TEST_PASSWORD, shot
 
+from alerts import Alert
+
 PUBLIC = {("get", "/api/health"), ("post", "/api/auth/login")}
 USERS = {"op": "operator", "w1": "grid_worker", "w-g1": "grid_worker", "admin": "admin"}  # w1: g-2, w-g1: g-1
 ERROR_KEYS = {"detail", "status", "errors"}
@@ -36,7 +38,7 @@ def test_every_route_of_the_openapi_document_with_each_role(api, make_case):
 
     case = make_case()  # grid g-2, camera cam-1
     doc = api.get("/openapi.json").json()
-    values = {"case_id": case["id"], "camera_id": "cam-1", "grid_id": "g-2", "name": case["snapshot"],
+    values = {"case_id": case.id, "camera_id": "cam-1", "grid_id": "g-2", "name": case.snapshot,
               "action": "arrive"}
     anon = {"Authorization": ""}  # the api client sends the operator's token unless told otherwise
     walked = public = 0
@@ -101,28 +103,33 @@ def test_login_cookie_and_bearer_then_password_change_ends_sessions(api):
         assert fresh.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
 
 
+def other_grids_alert(kind: str, zone: str, count: int, detail: str) -> Alert:
+    """An alert of a camera in g-1 (make_case's are in g-2)."""
+    return Alert(kind=kind, camera_id="cam-x", camera_name="Other", grid_id="g-1", zone_id=zone, ts=time.time(),
+                 count=count, score=0.8, detail=detail, snapshot=None, lat=31.0, lon=121.0)
+
+
 def test_grid_worker_sees_only_their_grids(api, make_case):
     mine = make_case()  # g-2
-    api.store.create_case(__import__("alerts").Alert("crowding", "cam-x", "Other", "g-1", "z9", time.time(), 9, 0.8,
-                                                     "9 people", None, 31.0, 121.0), 60)
+    api.store.ingest(other_grids_alert("crowding", "z9", 9, "9 people"), 60)
     assert {a["grid_id"] for a in api.get("/api/alerts").json()} == {"g-1", "g-2"}  # the operator sees both
     w1, wg1 = api.headers_for("w1"), api.headers_for("w-g1")
-    assert [a["id"] for a in api.get("/api/alerts", headers=w1).json()] == [mine["id"]]
+    assert [a["id"] for a in api.get("/api/alerts", headers=w1).json()] == [mine.id]
     assert {a["grid_id"] for a in api.get("/api/alerts", headers=wg1).json()} == {"g-1"}
     r = api.get("/api/alerts", params={"grid": "g-2"}, headers=wg1)
     assert r.status_code == 403 and "w-g1 works in g-1, not in g-2" == r.json()["detail"]
-    assert api.get(f"/api/cases/{mine['id']}", headers=wg1).status_code == 404
-    assert api.get(f"/api/cases/{mine['id']}", headers=w1).status_code == 200
+    assert api.get(f"/api/cases/{mine.id}", headers=wg1).status_code == 404
+    assert api.get(f"/api/cases/{mine.id}", headers=w1).status_code == 200
     assert api.get("/api/cameras", headers=wg1).json() == []  # cam-1 is in g-2
     # a worker acts as themselves, and only in the field
-    r = api.post(f"/api/cases/{mine['id']}/acknowledge", json={"actor": "w1"}, headers=w1)
+    r = api.post(f"/api/cases/{mine.id}/acknowledge", json={"actor": "w1"}, headers=w1)
     assert r.status_code == 403 and "for operators" in r.json()["detail"]
-    r = api.post(f"/api/cases/{mine['id']}/notes", json={"actor": "op", "note": "x"}, headers=w1)
+    r = api.post(f"/api/cases/{mine.id}/notes", json={"actor": "op", "note": "x"}, headers=w1)
     assert r.status_code == 403 and "acts as themselves" in r.json()["detail"]
-    r = api.post(f"/api/cases/{mine['id']}/notes", json={"actor": "w1", "note": "here"}, headers=w1)
+    r = api.post(f"/api/cases/{mine.id}/notes", json={"actor": "w1", "note": "here"}, headers=w1)
     assert r.status_code == 403 and "not dispatched to w1" in r.json()["detail"]  # their grid's, not yet theirs
-    assert api.post(f"/api/cases/{mine['id']}/accept", json={"actor": "w1"}, headers=w1).status_code == 200
-    assert api.post(f"/api/cases/{mine['id']}/notes", json={"actor": "w1", "note": "here"}, headers=w1).status_code == 200
+    assert api.post(f"/api/cases/{mine.id}/accept", json={"actor": "w1"}, headers=w1).status_code == 200
+    assert api.post(f"/api/cases/{mine.id}/notes", json={"actor": "w1", "note": "here"}, headers=w1).status_code == 200
     assert api.post("/api/grids/g-2/take", params={"worker": "w2"}, headers=w1).status_code == 403
     assert api.get("/api/deadletter", headers=w1).status_code == 403
     # the event stream carries only their grids' cases
@@ -147,8 +154,7 @@ def test_grid_worker_sees_only_their_grids(api, make_case):
     t.start()
     assert ready.wait(10)
     make_case()  # g-2: not for w-g1
-    api.store.create_case(__import__("alerts").Alert("conflict", "cam-x", "Other", "g-1", "z8", time.time(), 2, 0.8,
-                                                     "fight", None, 31.0, 121.0), 60)
+    api.store.ingest(other_grids_alert("conflict", "z8", 2, "fight"), 60)
     t.join(10)
     assert got == ["g-1"]
 
@@ -217,7 +223,7 @@ def test_browser_logs_in_and_lands_on_the_operator_page(api, make_case, browser_
     page.wait_for_function("document.getElementById('error').textContent.includes('wrong')")
     page.fill("#password", TEST_PASSWORD)
     page.click("button[type=submit]")
-    page.wait_for_selector(f'[data-case-id="{case["id"]}"]')
+    page.wait_for_selector(f'[data-case-id="{case.id}"]')
     assert page.url.rstrip("/") == str(api.base_url).rstrip("/")
     shot(page, "login-then-operator")
 

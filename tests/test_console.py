@@ -54,31 +54,31 @@ def test_wall_map_and_keyboard_triage(api, make_case, console):
     # keyboard triage: j selects the newest card (the fight); a, d (+ worker, Enter), f
     page.mouse.click(5, 880)
     page.keyboard.press("j")
-    page.wait_for_selector(f'[data-case-id="{fight["id"]}"].sel')
+    page.wait_for_selector(f'[data-case-id="{fight.id}"].sel')
     page.keyboard.press("a")
-    page.wait_for_selector(f'[data-case-id="{fight["id"]}"][data-state="acknowledged"]')
+    page.wait_for_selector(f'[data-case-id="{fight.id}"][data-state="acknowledged"]')
     page.keyboard.press("x")  # close: not allowed now; said on the card, nothing sent
-    err = page.locator(f'[data-case-id="{fight["id"]}"] [data-role="error"]')
+    err = page.locator(f'[data-case-id="{fight.id}"] [data-role="error"]')
     err.wait_for()
     assert "not possible" in err.inner_text()
     page.keyboard.press("d")
     page.keyboard.type("w-zhao")  # the worker field has the focus
     page.keyboard.press("Enter")
-    page.wait_for_selector(f'[data-case-id="{fight["id"]}"][data-state="dispatched"]')
+    page.wait_for_selector(f'[data-case-id="{fight.id}"][data-state="dispatched"]')
     page.mouse.click(5, 880)  # leave the field
     page.keyboard.press("f")
-    page.wait_for_selector(f'[data-case-id="{fight["id"]}"][data-state="resolved"]')
-    got = api.store.get(fight["id"])
-    assert (got["worker"], got["verdict"]) == ("w-zhao", "false_alarm")
-    assert [h["action"] for h in got["history"]] == ["create", "acknowledge", "dispatch", "resolve"]
+    page.wait_for_selector(f'[data-case-id="{fight.id}"][data-state="resolved"]')
+    got = api.store.get(fight.id)
+    assert (got.worker, got.verdict) == ("w-zhao", "false_alarm")
+    assert [h.action for h in got.history] == ["create", "acknowledge", "dispatch", "resolve"]
     # the fight is no longer open: the map shows the crowd again
     page.wait_for_selector('#map [data-grid-id="g-2"][data-alert="crowding"]')
 
     # k moves to the older card (the crowd) and a acknowledges it; then resolved elsewhere, the map is quiet
     page.keyboard.press("k")
     page.keyboard.press("j")
-    page.wait_for_selector(f'[data-case-id="{crowd["id"]}"].sel')
+    page.wait_for_selector(f'[data-case-id="{crowd.id}"].sel')
     page.keyboard.press("a")
-    page.wait_for_selector(f'[data-case-id="{crowd["id"]}"][data-state="acknowledged"]')
-    api.store.transition(crowd["id"], "resolve", "op-2", verdict="confirmed")
+    page.wait_for_selector(f'[data-case-id="{crowd.id}"][data-state="acknowledged"]')
+    api.store.transition(crowd.id, "resolve", "op-2", verdict="confirmed")
     page.wait_for_selector('#map [data-grid-id="g-2"][data-alert="none"]')

@@ -71,7 +71,7 @@ def _zeros(total: int, size: int = 1 << 16):
 
 # ---- 3. bodies: credentials first, every body capped as it streams in ------------------------------------------------
 def test_anonymous_upload_is_refused_before_its_body_is_read(api, make_case):
-    cid = make_case()["id"]
+    cid = make_case().id
     host = urlsplit(str(api.base_url)).netloc
     head = (f"POST /api/cases/{cid}/photos?actor=w1 HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/jpeg\r\n"
             f"Content-Length: {400 << 20}\r\n\r\n")
@@ -85,7 +85,7 @@ def test_anonymous_upload_is_refused_before_its_body_is_read(api, make_case):
 
 
 def test_bodies_are_capped_as_they_stream_in(api, make_case):
-    cid = make_case()["id"]
+    cid = make_case().id
     host = urlsplit(str(api.base_url)).netloc
     token = api.headers_for("op")["Authorization"]
     # declared too large: refused on the header, nothing read
@@ -116,7 +116,7 @@ def bomb_png(side: int = 20000) -> bytes:
 
 
 def test_decompression_bomb_is_refused_before_decoding(api, make_case):
-    cid = make_case()["id"]
+    cid = make_case().id
     png = bomb_png()
     assert len(png) < 1 << 20
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB; the server runs in this process
@@ -133,14 +133,14 @@ def test_decompression_bomb_is_refused_before_decoding(api, make_case):
 # ---- 6. grid workers act on their own cases, as themselves ------------------------------------------------------------
 def test_grid_workers_act_only_on_their_own_cases(api, make_case):
     w1 = api.headers_for("w1")
-    theirs = make_case()["id"]
+    theirs = make_case().id
     api.store.transition(theirs, "acknowledge", "op")
     api.store.transition(theirs, "dispatch", "op", worker="w2")  # sent to someone else in the same grid
     for action, body in (("arrive", {"actor": "w1"}), ("resolve", {"actor": "w1", "verdict": "confirmed"})):
         r = api.post(f"/api/cases/{theirs}/{action}", json=body, headers=w1)
         assert r.status_code == 403 and "not dispatched to w1" in r.json()["detail"], r.text
     assert api.post(f"/api/cases/{theirs}/notes", json={"actor": "w1", "note": "x"}, headers=w1).status_code == 403
-    acked = make_case(zone="z2")["id"]
+    acked = make_case(zone="z2").id
     api.store.transition(acked, "acknowledge", "op")
     r = api.post(f"/api/cases/{acked}/resolve", json={"actor": "w1", "verdict": "false_alarm"}, headers=w1)
     assert r.status_code == 403  # resolving a never-dispatched case is the operator's shortcut
@@ -152,7 +152,7 @@ def test_grid_workers_act_only_on_their_own_cases(api, make_case):
     assert api.post(f"/api/cases/{acked}/arrive", json={"actor": "w1"}, headers=w1).status_code == 200
     r = api.post(f"/api/cases/{acked}/resolve", json={"actor": "w1", "verdict": "confirmed"}, headers=w1)
     assert r.status_code == 200 and r.json()["state"] == "resolved"
-    shortcut = make_case(zone="z3")["id"]
+    shortcut = make_case(zone="z3").id
     api.post(f"/api/cases/{shortcut}/acknowledge", json={"actor": "op"})
     assert api.post(f"/api/cases/{shortcut}/resolve", json={"actor": "op", "verdict": "false_alarm"}).status_code == 200
 
@@ -172,7 +172,7 @@ def test_logout_revokes_the_token_everywhere(api):
 
 
 def test_evidence_only_for_those_who_see_its_case_and_never_through_a_symlink(api, make_case):
-    snap = make_case()["snapshot"]  # a case of g-2
+    snap = make_case().snapshot  # a case of g-2
     assert api.get(f"/api/evidence/{snap}").status_code == 200  # operator
     assert api.get(f"/api/evidence/{snap}", headers=api.headers_for("w1")).status_code == 200  # g-2
     assert api.get(f"/api/evidence/{snap}", headers=api.headers_for("w-g1")).status_code == 404  # g-1
@@ -213,7 +213,7 @@ PAGES = ["/", "/worker", "/admin", "/live/cam-1", "/login", "/docs"]
 
 
 def test_every_answer_carries_the_security_headers(api, make_case):
-    snap = make_case()["snapshot"]
+    snap = make_case().snapshot
     admin = api.headers_for("admin")
     for path in [*PAGES, "/api/alerts", f"/api/evidence/{snap}", "/static/nope.js", "/api/cases/nope"]:
         h = api.get(path, headers=admin).headers
@@ -227,7 +227,7 @@ def test_every_answer_carries_the_security_headers(api, make_case):
 def test_pages_work_under_their_content_security_policy(api, make_case, browser_page):
     from playwright.sync_api import expect
 
-    cid = make_case()["id"]
+    cid = make_case().id
     violations: list[str] = []
     page = browser_page(cookies=api.cookies_for("admin"), bypass_csp=False)
     page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)

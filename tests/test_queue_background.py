@@ -16,7 +16,8 @@ from gridwatch.config import AlertsConfig, ConfigError, parse_config
 
 
 def alert(kind="crowding", zone="z1", grid="g-2") -> Alert:
-    return Alert(kind, "cam-1", "Gate", grid, zone, time.time(), 9, 0.9, "9 people", None, 31.2, 121.4)
+    return Alert(kind=kind, camera_id="cam-1", camera_name="Gate", grid_id=grid, zone_id=zone, ts=time.time(), count=9,
+                 score=0.9, detail="9 people", snapshot=None, lat=31.2, lon=121.4)
 
 
 @pytest.fixture
@@ -55,28 +56,28 @@ def test_escalation_runs_by_itself_in_the_api_process(fast_api):
     assert ready.wait(10)
     _, case = fast_api.store.ingest(alert(kind="conflict"))
     t0 = time.time()
-    got = wait_for(lambda: fast_api.get(f"/api/cases/{case['id']}").json()["escalation_level"] >= 1)
+    got = wait_for(lambda: fast_api.get(f"/api/cases/{case.id}").json()["escalation_level"] >= 1)
     assert got and 0.35 < time.time() - t0 < 3  # after the limit, not before, and not much after
     t.join(10)
     assert events  # the operator room is told (server-sent event)
     sup = fast_api.get("/api/grids/g-2/escalations").json()
-    assert sup[0]["fields"]["case"] == case["id"] and "not acknowledged within 0.4 s" in sup[0]["fields"]["note"]
+    assert sup[0]["fields"]["case"] == case.id and "not acknowledged within 0.4 s" in sup[0]["fields"]["note"]
     # acknowledging starts the next state's clock; its limit escalates too
-    fast_api.post(f"/api/cases/{case['id']}/acknowledge", json={"actor": "op"})
-    assert wait_for(lambda: fast_api.get(f"/api/cases/{case['id']}").json()["escalation_level"] >= 1)
-    assert fast_api.get(f"/api/cases/{case['id']}").json()["state"] == "acknowledged"
-    assert wait_for(lambda: fast_api.get(f"/api/cases/{case['id']}").json()["escalations"] == 3, 3)
+    fast_api.post(f"/api/cases/{case.id}/acknowledge", json={"actor": "op"})
+    assert wait_for(lambda: fast_api.get(f"/api/cases/{case.id}").json()["escalation_level"] >= 1)
+    assert fast_api.get(f"/api/cases/{case.id}").json()["state"] == "acknowledged"
+    assert wait_for(lambda: fast_api.get(f"/api/cases/{case.id}").json()["escalations"] == 3, 3)
     time.sleep(0.6)
-    assert fast_api.get(f"/api/cases/{case['id']}").json()["escalations"] == 3  # repeat: 2 per state at most
+    assert fast_api.get(f"/api/cases/{case.id}").json()["escalations"] == 3  # repeat: 2 per state at most
 
 
 def test_an_untaken_delivery_is_dead_lettered_by_the_background(fast_api):
     _, case = fast_api.store.ingest(alert())
     taken = fast_api.post("/api/grids/g-2/take", params={"worker": "w-asleep"}).json()
-    assert taken["id"] == case["id"]
+    assert taken["id"] == case.id
     dead = wait_for(lambda: fast_api.get("/api/deadletter").json())
-    assert dead[0]["fields"]["case"] == case["id"] and dead[0]["fields"]["last_worker"] == "w-asleep"
-    assert fast_api.get(f"/api/cases/{case['id']}").json()["dead_letter"] is True
+    assert dead[0]["fields"]["case"] == case.id and dead[0]["fields"]["last_worker"] == "w-asleep"
+    assert fast_api.get(f"/api/cases/{case.id}").json()["dead_letter"] is True
     assert fast_api.get("/api/grids/g-2/pending").json() == []
 
 
@@ -96,7 +97,7 @@ def test_retention_deletes_what_no_open_case_needs(store, tmp_path):
     s.ingest(replace(alert(zone="a"), snapshot=open_snap))
     _, closed = s.ingest(replace(alert(zone="b"), snapshot=closed_snap))
     for action, kw in [("acknowledge", {}), ("resolve", {"verdict": "confirmed"}), ("close", {})]:
-        s.transition(closed["id"], action, "op", **kw)
+        s.transition(closed.id, action, "op", **kw)
     s.r.zadd(s.k("evidence", "keep"), {closed_snap: time.time() - 1})  # its 30 days are over
     bg = QueueBackground(s, ev, s.policy)
     assert sorted(bg.sweep_evidence()) == sorted([closed_snap, orphan_old])
@@ -121,4 +122,4 @@ def test_bad_queue_config_names_the_field(alerts, field, words):
 def test_events_carry_json_the_outputs_can_read(store):
     _, case = store.ingest(alert())
     _, fields = store.r.xrevrange(store.events_stream, count=1)[0]
-    assert json.loads(fields[b"case"])["id"] == case["id"] and fields[b"type"] == b"case.created"
+    assert json.loads(fields[b"case"])["id"] == case.id and fields[b"type"] == b"case.created"

@@ -116,15 +116,15 @@ def test_publisher_attaches_snapshot_then_clip_without_the_loop_waiting(vtest, s
         got = pub.handle(Analysis(Frame("cam-1", img, ts, i), Detections(), Detections(), (), incidents))
         if incidents:
             case = got[0]
-            assert case["snapshot"] and case["clip"] is None  # the clip is not waited for
-            assert case["priority"] == 2 and case["level"] == "high"  # 9 people, threshold 4: over twice
+            assert case.snapshot and case.clip is None  # the clip is not waited for
+            assert case.priority == 2 and case.level == "high"  # 9 people, threshold 4: over twice
     assert case is not None
-    clip = wait_for(lambda: store.get(case["id"])["clip"], 20)
+    clip = wait_for(lambda: store.get(case.id).clip, 20)
     assert clip and evidence.path(clip) is not None and evidence.media_type(clip) == "video/mp4"
     assert probe(evidence.path(clip))["n"] == 13  # frames 4..16: 2 s before the alert's frame 10, 2 s after
-    history = store.get(case["id"])["history"]
-    assert [h["action"] for h in history] == ["create", "evidence"] and history[1]["clip"] == clip
-    snap = cv2.imread(str(evidence.path(case["snapshot"])))
+    history = store.get(case.id).history
+    assert [h.action for h in history] == ["create", "evidence"] and history[1].clip == clip
+    snap = cv2.imread(str(evidence.path(case.snapshot)))
     assert snap.shape == (576, 768, 3)
     pub.close()
 
@@ -153,5 +153,5 @@ def test_publisher_ranks_a_density_zone_against_its_derived_threshold(store, tmp
     img = np.zeros((120, 160, 3), np.uint8)
     inc = Incident("crowding", "start", "cam-1", "z1", time.time(), 9, 1.0, "9 people")
     case = pub.handle(Analysis(Frame("cam-1", img, inc.ts, 0), Detections(), Detections(), (), (inc,)))[0]
-    assert (case["priority"], case["level"]) == (2, "high")  # 9 people against 4: over twice
+    assert (case.priority, case.level) == (2, "high")  # 9 people against 4: over twice
     pub.close()

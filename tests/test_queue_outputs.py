@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from conftest import need
 
-from alerts import Alert, EvidenceStore
+from alerts import Alert, Case, EvidenceStore
 from alerts.background import QueueBackground
 from alerts.outputs import frigate_event
 from gridwatch.config import AlertsConfig
@@ -20,8 +20,8 @@ MOSQUITTO = "/usr/sbin/mosquitto"
 
 
 def alert(kind="crowding", zone="z1", count=12) -> Alert:
-    return Alert(kind, "cam-1", "Gate", "g-1", zone, time.time(), count, 0.9, f"{count} people", "a" * 32 + ".jpg",
-                 31.2, 121.4)
+    return Alert(kind=kind, camera_id="cam-1", camera_name="Gate", grid_id="g-1", zone_id=zone, ts=time.time(),
+                 count=count, score=0.9, detail=f"{count} people", snapshot="a" * 32 + ".jpg", lat=31.2, lon=121.4)
 
 
 class Receiver:
@@ -66,7 +66,7 @@ def test_webhook_gets_frigate_shaped_events_through_the_case_lifecycle(store, tm
         _, case = store.ingest(alert())
         for action, kw in [("acknowledge", {}), ("dispatch", {"worker": "w1"}),
                            ("resolve", {"verdict": "confirmed"}), ("close", {})]:
-            store.transition(case["id"], action, "op", **kw)
+            store.transition(case.id, action, "op", **kw)
         events = rx.take(5)
     finally:
         bg.stop()
@@ -77,7 +77,7 @@ def test_webhook_gets_frigate_shaped_events_through_the_case_lifecycle(store, tm
     assert [b["after"]["state"] for b in bodies] == ["new", "acknowledged", "dispatched", "resolved", "closed"]
     assert [b["before"]["state"] for b in bodies[1:]] == ["new", "acknowledged", "dispatched", "resolved"]
     first, last = bodies[0]["after"], bodies[-1]["after"]
-    assert first["id"] == case["id"] and first["camera"] == "cam-1" and first["label"] == "crowding"
+    assert first["id"] == case.id and first["camera"] == "cam-1" and first["label"] == "crowding"
     assert first["current_zones"] == ["z1"] and first["has_snapshot"] and first["end_time"] is None
     assert last["end_time"] is not None and last["verdict"] == "confirmed" and last["false_positive"] is False
 
@@ -86,7 +86,7 @@ def test_a_webhook_that_is_down_gets_every_event_once_it_is_up(store, tmp_path):
     port = free_port()
     bg = background(store, tmp_path, {"webhook": {"url": f"http://127.0.0.1:{port}/hook", "timeout_s": 1}})
     try:
-        ids = [store.ingest(alert(zone=f"z{i}"))[1]["id"] for i in range(3)]
+        ids = [store.ingest(alert(zone=f"z{i}"))[1].id for i in range(3)]
         time.sleep(1.0)  # the relay has tried and failed meanwhile
         assert bg.relays[0].last_error is not None
         rx = Receiver(port)
@@ -131,7 +131,7 @@ def test_mqtt_gets_the_events_on_prefix_events(store, tmp_path, mosquitto):
     bg = background(store, tmp_path, {"mqtt": {"host": "127.0.0.1", "port": mosquitto, "topic_prefix": "district"}})
     try:
         _, fight = store.ingest(alert(kind="conflict", count=2))
-        store.transition(fight["id"], "acknowledge", "op")
+        store.transition(fight.id, "acknowledge", "op")
         messages = [got.get(timeout=15) for _ in range(2)]
     finally:
         bg.stop()
@@ -144,10 +144,10 @@ def test_mqtt_gets_the_events_on_prefix_events(store, tmp_path, mosquitto):
 
 
 def test_frigate_event_shape():
-    case = {"id": "c1", "camera_id": "cam", "kind": "crowding", "level": "high", "score": 1.0, "ts": 10.0,
-            "zone_id": "z", "state": "closed", "updated_at": 20.0, "grid_id": "g", "priority": 2, "count": 30,
-            "lat": 1.0, "lon": 2.0, "snapshot": None, "clip": "b" * 32 + ".mp4", "verdict": "false_alarm"}
-    ev = frigate_event("case.updated", case, {**case, "state": "resolved"})
+    case = Case(id="c1", camera_id="cam", camera_name="Cam", kind="crowding", level="high", score=1.0, ts=10.0,
+                zone_id="z", state="closed", created_at=10.0, updated_at=20.0, grid_id="g", priority=2, count=30,
+                detail="30 people", lat=1.0, lon=2.0, snapshot=None, clip="b" * 32 + ".mp4", verdict="false_alarm")
+    ev = frigate_event("case.updated", case, case.model_copy(update={"state": "resolved"}))
     assert ev["type"] == "end" and ev["after"]["end_time"] == 20.0 and ev["after"]["false_positive"] is True
     assert ev["after"]["has_clip"] and not ev["after"]["has_snapshot"] and ev["before"]["state"] == "resolved"
-    assert frigate_event("case.created", {**case, "state": "new"}, None)["type"] == "new"
+    assert frigate_event("case.created", case.model_copy(update={"state": "new"}), None)["type"] == "new"

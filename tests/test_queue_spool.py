@@ -15,8 +15,9 @@ from alerts.spool import Outbox, Spool
 def alert_n(i: int, ts0: float) -> Alert:
     cam, zone = f"cam-{i % 250:03d}", f"z{i // 250}"
     ts = ts0 + i * 0.001
-    return Alert("conflict" if i % 10 == 0 else "crowding", cam, cam, f"g-{i % 7}", zone, ts, 5 + i % 20, 0.8,
-                 f"alert {i}", None, 31.2, 121.4, incident_id_for(cam, zone, "crowding", ts))
+    return Alert(kind="conflict" if i % 10 == 0 else "crowding", camera_id=cam, camera_name=cam, grid_id=f"g-{i % 7}",
+                 zone_id=zone, ts=ts, count=5 + i % 20, score=0.8, detail=f"alert {i}", snapshot=None, lat=31.2,
+                 lon=121.4, incident_id=incident_id_for(cam, zone, "crowding", ts))
 
 
 def deliver_to(store: CaseStore):

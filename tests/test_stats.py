@@ -18,8 +18,8 @@ def test_stats_counts_rates_and_times(api, make_case):
     a = make_case(zone="z1")
     b = make_case(zone="z2", kind="conflict", count=2)
     make_case(zone="z3")  # still new
-    _walk(api, a["id"], "confirmed", [0.2, 0, 0.2, 0, 0.2])
-    _walk(api, b["id"], "false_alarm", [0, 0, 0, 0, 0])
+    _walk(api, a.id, "confirmed", [0.2, 0, 0.2, 0, 0.2])
+    _walk(api, b.id, "false_alarm", [0, 0, 0, 0, 0])
     s = api.get("/api/stats", params={"days": 1}).json()
     today = time.strftime("%Y-%m-%d", time.gmtime())
     assert s["alerts"] == 3 and s["days"] == [today]
@@ -40,7 +40,7 @@ def test_stats_counts_rates_and_times(api, make_case):
 def test_stats_page_draws_the_charts(api, make_case, browser_page):
     a = make_case(zone="z1")
     make_case(zone="z2", kind="conflict", count=2)
-    _walk(api, a["id"], "confirmed", [0, 0, 0, 0, 0])
+    _walk(api, a.id, "confirmed", [0, 0, 0, 0, 0])
     page = browser_page(viewport={"width": 1300, "height": 900}, cookies=api.cookies_for("op"))
     page.goto(f"{api.base_url}/stats")
     page.wait_for_selector("body[data-loaded='1']")

@@ -16,8 +16,8 @@ from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Requ
 from fastapi.responses import FileResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from alerts import CaseNotFound, CaseStore, EvidenceStore, IllegalTransition
-from alerts.cases import Action
+from alerts import Case, CaseNotFound, CaseStore, EvidenceStore, IllegalTransition
+from alerts.cases import Action, CaseState
 from alerts.evidence import PhotoTooLarge
 from gridwatch.config import GridwatchConfig
 from vision.detections import IncidentKind
@@ -27,7 +27,7 @@ from ..deps import get_config, get_evidence, get_redis_url, get_store
 from ..errors import RETRY_AFTER_S
 from ..guard import PHOTO_LIMIT
 from ..pagination import Paging, paging
-from ..schemas import AuditOut, CaseDetail, CaseOut, CaseStateName, ErrorOut, NoteIn, TakenCase, TransitionIn
+from ..schemas import AuditOut, CaseDetail, CaseOut, ErrorOut, NoteIn, TakenCase, TransitionIn
 from . import queue
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ Evidence = Annotated[EvidenceStore, Depends(get_evidence)]
 NOT_FOUND = {404: {"model": ErrorOut}}
 
 
-def _case_or_404(store: CaseStore, case_id: str) -> dict:
+def _case_or_404(store: CaseStore, case_id: str) -> Case:
     try:
         return store.get(case_id)
     except CaseNotFound:
@@ -53,7 +53,7 @@ def list_alerts(
     grid: str | None = None,
     camera: str | None = None,
     kind: IncidentKind | None = None,
-    state: CaseStateName | None = None,
+    state: CaseState | None = None,
     worker: str | None = None,
     sort: Literal["time", "priority"] = "time",
     *, user: AnyUser, page: Annotated[Paging, paging(50, 500)],
@@ -77,7 +77,7 @@ def audit_case(case_id: str, store: Store, user: AnyUser) -> AuditOut:
     """Checks the case's audit log against its hash chain: was any entry edited or removed?"""
     case = check_case(user, _case_or_404(store, case_id))
     intact, bad = store.verify_history(case_id)
-    return AuditOut(case_id=case_id, intact=intact, first_bad=bad, entries=len(case["history"]))
+    return AuditOut(case_id=case_id, intact=intact, first_bad=bad, entries=len(case.history))
 
 
 @router.post("/cases/{case_id}/notes", tags=["cases"], responses={**NOT_FOUND, 409: {"model": ErrorOut}})
@@ -154,11 +154,11 @@ def take_case(grid_id: str, worker: Annotated[str, Query(min_length=1, max_lengt
     if grid_id not in {g.id for g in cfg.grids}:
         raise HTTPException(404, f"no grid {grid_id}")
     check_grid(user, grid_id)
-    worker_may(user, "take", {}, worker, worker)
+    worker_may(user, "take", None, worker, worker)
     case = store.take(grid_id, worker, block_ms=wait_ms or None)
     if case is None:
         raise HTTPException(204)
-    return TakenCase(**CaseOut.of(case).model_dump(), delivery_id=case["delivery_id"], deliveries=case["deliveries"])
+    return TakenCase.of(case)
 
 
 @router.get("/evidence/{name}", tags=["cases"], response_class=FileResponse, responses=NOT_FOUND)
@@ -186,7 +186,7 @@ def _may_see_evidence(store: CaseStore, user, name: str) -> bool:
         return True  # operators and admins see every case
     for cid in store.evidence_cases(name):
         try:
-            if user.sees_grid(store.get(cid).get("grid_id", "")):
+            if user.sees_grid(store.get(cid).grid_id):
                 return True
         except CaseNotFound:
             continue
@@ -223,8 +223,8 @@ async def events(request: Request, user: AnyUser, store: Store, redis_url: Annot
             for _, entries in got or []:
                 for msg_id, fields in entries:
                     last = msg_id.decode()
-                    case = json.loads(fields[b"case"])
-                    if not user.sees_grid(case.get("grid_id", "")):
+                    case = Case.model_validate_json(fields[b"case"])
+                    if not user.sees_grid(case.grid_id):
                         continue  # a grid worker hears of their grids' cases only
                     yield ServerSentEvent(id=last, event=fields[b"type"].decode(),
                                           raw_data=CaseOut.of(case).model_dump_json())

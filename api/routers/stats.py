@@ -38,31 +38,31 @@ def _counts(rows: list[tuple[str, str]]) -> list[DayCount]:
 
 def compute(store: CaseStore, since: float, grid: str | None = None, scan: int = 20000) -> dict:
     """One pass over the recent cases and their audit logs (read in one pipeline)."""
-    cases = [c for c in store.list(grid=grid, limit=scan, scan=scan) if c["created_at"] >= since]
+    cases = [c for c in store.list(grid=grid, limit=scan, scan=scan) if c.created_at >= since]
     pipe = store.r.pipeline(transaction=False)
     for c in cases:
-        pipe.lrange(store.k("case", c["id"], "history"), 0, -1)
+        pipe.lrange(store.k("case", c.id, "history"), 0, -1)
     histories = pipe.execute() if cases else []
     ack, site, close = [], [], []
     for c, raw in zip(cases, histories):
         first: dict[str, float] = {}
         for h in map(json.loads, raw):
             first.setdefault(h["action"], h["ts"])
-        t0 = c["created_at"]
+        t0 = c.created_at
         for action, out in (("acknowledge", ack), ("arrive", site), ("close", close)):
             if action in first:
                 out.append(max(0.0, first[action] - t0))
-    resolved = [c for c in cases if c.get("verdict")]
-    confirmed = sum(c["verdict"] == "confirmed" for c in resolved)
+    resolved = [c for c in cases if c.verdict]
+    confirmed = sum(c.verdict == "confirmed" for c in resolved)
     days, d = [], since
     while d <= time.time():
         days.append(_day(d))
         d += 86400
     return dict(
         since=since, days=days, alerts=len(cases),
-        by_grid=_counts([(_day(c["created_at"]), c["grid_id"]) for c in cases]),
-        by_camera=_counts([(_day(c["created_at"]), c["camera_id"]) for c in cases]),
-        by_kind=_counts([(_day(c["created_at"]), c["kind"]) for c in cases]),
+        by_grid=_counts([(_day(c.created_at), c.grid_id) for c in cases]),
+        by_camera=_counts([(_day(c.created_at), c.camera_id) for c in cases]),
+        by_kind=_counts([(_day(c.created_at), c.kind) for c in cases]),
         resolved=len(resolved), confirmed=confirmed,
         confirmation_rate=round(confirmed / len(resolved), 4) if resolved else None,
         time_to_acknowledge=_quantiles(ack), time_to_site=_quantiles(site), time_to_close=_quantiles(close),
