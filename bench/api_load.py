@@ -214,8 +214,7 @@ def main() -> int:
 
     from alerts import CaseStore, EmbeddedValkey
     from gridwatch.demo import fetch_vtest
-    from streams import RtspServer, rtsp_server_available
-    from streams.rtsp import free_port
+    from gridwatch.harness import RtspServer, free_port, rtsp_server_available
 
     seconds, cases, alerts, runs = (8, 2000, 8, 3) if args.quick else (30, 10000, 30, 10)
     load_before = os.getloadavg()

@@ -226,7 +226,7 @@ def measure(kind: str, urls: list[str], fps: float, seconds: float, warmup: floa
 
 def make_clips(specs) -> dict:
     from gridwatch.demo import fetch_vtest
-    from streams.clips import make_h264_clip
+    from gridwatch.harness import make_h264_clip
 
     src = fetch_vtest(ROOT / ".cache" / "footage")
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -249,7 +249,7 @@ def main() -> int:
 
     from tqdm import tqdm
 
-    from streams import RtspServer
+    from gridwatch.harness import RtspServer
 
     # name: (width, height, stream fps, GOP in frames)
     specs = {"360p25-gop12": (640, 360, 25, 12), "360p25-gop25": (640, 360, 25, 25),

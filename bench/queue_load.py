@@ -37,9 +37,9 @@ from tqdm import tqdm
 
 from alerts import Alert, CaseStore, EmbeddedValkey, EvidenceStore, incident_id_for
 from api import create_app
-from api.server import serving
 from bench.machine import describe
 from gridwatch.config import parse_config
+from gridwatch.harness import serving
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMERAS = 492

@@ -91,7 +91,7 @@ def cmd_run(args) -> int:
 
 def cmd_demo(args) -> int:
     from gridwatch.demo import demo_accounts, demo_config, find_footage
-    from streams import RtspServer, rtsp_server_available
+    from gridwatch.harness import RtspServer, rtsp_server_available
 
     _logging(args.verbose)
     data_dir = Path(args.data_dir).resolve()

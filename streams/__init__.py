@@ -1,9 +1,8 @@
 """Camera intake: one reader per camera, newest-frame hand-off, health."""
 from .frame import Frame
 from .reader import Backoff, CameraHealth, CameraReader, FrameSlot, StreamEnded
-from .rtsp import RtspServer, rtsp_server_available
 from .urls import MaskingFormatter, UnsafeSource, check_source, mask_json, mask_text, mask_url, url_secrets
 
-__all__ = ["Backoff", "CameraHealth", "CameraReader", "Frame", "FrameSlot", "MaskingFormatter", "RtspServer",
-           "StreamEnded", "UnsafeSource", "check_source", "mask_json", "mask_text", "mask_url", "rtsp_server_available",
+__all__ = ["Backoff", "CameraHealth", "CameraReader", "Frame", "FrameSlot", "MaskingFormatter",
+           "StreamEnded", "UnsafeSource", "check_source", "mask_json", "mask_text", "mask_url",
            "url_secrets"]

@@ -10,7 +10,7 @@ import redis
 
 from alerts import CaseStore, EmbeddedValkey
 from gridwatch.demo import fetch_vtest
-from streams import rtsp_server_available
+from gridwatch.harness import rtsp_server_available
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -147,8 +147,8 @@ def api(store, redis_url, tmp_path):
 
     from alerts import EvidenceStore
     from api import create_app
-    from api.server import serving
     from gridwatch.config import parse_config
+    from gridwatch.harness import serving
 
     evidence = EvidenceStore(tmp_path / "evidence")
     app = create_app(parse_config(API_CONFIG), store, redis_url, evidence)

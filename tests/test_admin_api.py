@@ -9,7 +9,7 @@ import numpy as np
 
 from gridwatch.config import load_config
 from gridwatch.configsync import ConfigChannel
-from streams import RtspServer
+from gridwatch.harness import RtspServer
 
 ZONE = {"id": "door", "name": "Door", "polygon": [[0.1, 0.5], [0.9, 0.5], [0.9, 0.95], [0.1, 0.95]],
         "min_confidence": 0.3, "active_hours": ["07:00-22:00"],
@@ -169,7 +169,7 @@ def test_saving_through_the_admin_api_writes_back_what_the_user_wrote_plus_the_e
 
     from alerts import EvidenceStore
     from api import create_app
-    from api.server import serving
+    from gridwatch.harness import serving
 
     path = tmp_path / "gw.yaml"
     path.write_text(WRITTEN)

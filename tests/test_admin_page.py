@@ -7,8 +7,8 @@ import pytest
 from conftest import shot
 
 from gridwatch.configsync import ConfigChannel
+from gridwatch.harness import RtspServer
 from gridwatch.telemetry import Telemetry
-from streams import RtspServer
 
 
 @pytest.fixture

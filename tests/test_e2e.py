@@ -11,10 +11,9 @@ import uvicorn
 from conftest import authorize, wait_for
 
 from gridwatch.config import parse_config
+from gridwatch.harness import RtspServer, free_port
 from gridwatch.service import Service
 from models import WeightsNotFound
-from streams import RtspServer
-from streams.rtsp import free_port
 
 
 def config(url: str, data_dir, redis_url=None, model="yolov10n.pt"):

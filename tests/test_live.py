@@ -9,10 +9,9 @@ from conftest import authorize, browser_cookies, shot
 
 from alerts import EvidenceStore
 from api import create_app
-from api.server import serving
 from gridwatch.config import parse_config
+from gridwatch.harness import RtspServer, serving
 from gridwatch.telemetry import Telemetry
-from streams import RtspServer
 
 
 @pytest.fixture

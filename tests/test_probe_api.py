@@ -27,9 +27,8 @@ from conftest import API_CONFIG, TEST_PASSWORD, WAIT_MS
 from alerts import CaseStore, EvidenceStore
 from alerts.redis_server import valkey_binary
 from api import create_app
-from api.server import serving
 from gridwatch.config import load_config, parse_config
-from streams.rtsp import free_port
+from gridwatch.harness import free_port, serving
 
 ROOT = Path(__file__).resolve().parents[1]
 GRIDWATCH = Path(sys.executable).with_name("gridwatch")

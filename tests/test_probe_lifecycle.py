@@ -18,7 +18,7 @@ import redis
 import yaml
 
 from alerts import EmbeddedValkey
-from streams.rtsp import free_port
+from gridwatch.harness import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 GRIDWATCH = Path(sys.executable).parent / "gridwatch"

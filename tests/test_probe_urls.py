@@ -23,8 +23,8 @@ import pytest
 from conftest import wait_for
 
 from gridwatch.config import Camera, ConfigError, keep_secret, load_config, parse_config
-from streams import CameraReader, FrameSlot, RtspServer
-from streams.rtsp import free_port
+from gridwatch.harness import RtspServer, free_port
+from streams import CameraReader, FrameSlot
 from streams.urls import (
     FILE_FORMATS,
     MaskingFormatter,

@@ -11,8 +11,8 @@ from conftest import API_CONFIG, authorize, wait_for
 
 from alerts import Alert, EvidenceStore
 from alerts.background import QueueBackground
-from api.server import serving
 from gridwatch.config import AlertsConfig, ConfigError, parse_config
+from gridwatch.harness import serving
 
 
 def alert(kind="crowding", zone="z1", grid="g-2") -> Alert:

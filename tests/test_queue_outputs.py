@@ -14,7 +14,7 @@ from alerts import Alert, Case, EvidenceStore
 from alerts.background import QueueBackground
 from alerts.outputs import frigate_event
 from gridwatch.config import AlertsConfig
-from streams.rtsp import free_port
+from gridwatch.harness import free_port
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 

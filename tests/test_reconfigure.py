@@ -5,9 +5,9 @@ from conftest import wait_for
 
 from gridwatch.config import keep_secret, load_config, parse_config, save_config
 from gridwatch.configsync import ConfigChannel
+from gridwatch.harness import RtspServer
 from gridwatch.service import Service
 from gridwatch.telemetry import Telemetry
-from streams import RtspServer
 
 
 def cfg_with(cameras, data_dir):

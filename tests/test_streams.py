@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from conftest import wait_for
 
-from streams import Backoff, CameraReader, FrameSlot, RtspServer
-from streams.clips import make_h264_clip, make_resolution_change_clip
+from gridwatch.harness import RtspServer, make_h264_clip, make_resolution_change_clip
+from streams import Backoff, CameraReader, FrameSlot
 from vision.detections import Frame
 
 # every fault test runs a healthy neighbour whose frame rate is measured
@@ -231,7 +231,7 @@ def test_resolution_change_mid_stream(vtest, cam_clip, rtsp_ok, tmp_path):
 
 
 def test_flapping_camera_backs_off_and_comes_back(cam_clip, rtsp_ok):
-    from streams.rtsp import free_port
+    from gridwatch.harness import free_port
 
     port = free_port()
     with healthy_neighbour(cam_clip) as rate:

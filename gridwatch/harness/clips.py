@@ -11,7 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .urls import check_source
+from streams.urls import check_source
 
 
 def make_h264_clip(source: Path | str | None, dest: Path | str, width: int, height: int, fps: int, gop: int,
