@@ -1,8 +1,9 @@
-"""Accuracy of gridwatch's analytics on real footage: ``detect``, ``count`` and ``fight``.
+"""Accuracy of gridwatch's analytics on real footage: ``detect``, ``count``, ``fight`` and ``zones``.
 
     python bench/eval.py detect --data ../shared/data/pets-s2l1
     python bench/eval.py count  --data ../shared/data/mall-train
     python bench/eval.py fight  --data ../shared/data/fight-dev [--cv]
+    python bench/eval.py zones  --data ../shared/data/pets-s2l1 [--subzones]   (or --data ../shared/data/mall-train)
 
 Each command runs what gridwatch ships, unchanged, on any folder of the same
 layout (nothing is fitted on ``--data`` except in ``fight --cv``), shows a
@@ -435,21 +436,99 @@ def cmd_fight(args) -> dict:
     return result
 
 
-# --------------------------------------------------------------------------- zones (inertia: presence vs tracks)
+# --------------------------------------------------------------------------- zones (which tracker counts a zone)
+
+
+class ByteTrackBaseline:
+    """ByteTrack as ultralytics ships it, set up as gridwatch ran it until ``vision.tracker.PersonTracker``
+    replaced it: the baseline of ``zones``. Only confirmed tracks come out, with their Kalman-smoothed boxes."""
+
+    def __init__(self, fps: float, lost_s: float = 3.0, high: float = 0.25, low: float = 0.1):
+        from ultralytics.trackers.byte_tracker import BYTETracker
+        from ultralytics.utils import IterableSimpleNamespace
+
+        self._tracker = BYTETracker(IterableSimpleNamespace(
+            tracker_type="bytetrack", track_high_thresh=high, track_low_thresh=low, new_track_thresh=high,
+            track_buffer=max(int(round(lost_s * fps)), 1), match_thresh=0.8, fuse_score=True))
+
+    def update(self, d):
+        out = self._tracker.update(_BoxesView(d.xyxy.astype(np.float32), d.confidence.astype(np.float32),
+                                              d.class_id.astype(np.float32)))
+        if len(out) == 0:
+            empty = d[np.zeros(len(d), bool)]
+            empty.tracker_id = np.zeros((0,), np.int64)
+            return empty
+        tracked = d[out[:, 7].astype(np.int64)]
+        tracked.xyxy = out[:, :4].astype(np.float32)
+        tracked.tracker_id = out[:, 4].astype(np.int64)
+        return tracked
+
+
+class _BoxesView:
+    """The slice of ultralytics' ``Boxes`` interface that BYTETracker reads."""
+
+    def __init__(self, xyxy: np.ndarray, conf: np.ndarray, cls: np.ndarray):
+        self.xyxy, self.conf, self.cls = xyxy, conf, cls
+
+    @property
+    def xywh(self) -> np.ndarray:
+        x1, y1, x2, y2 = self.xyxy.T
+        return np.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], axis=1)
+
+    def __len__(self) -> int:
+        return len(self.conf)
+
+    def __getitem__(self, index) -> "_BoxesView":
+        return _BoxesView(self.xyxy[index], self.conf[index], self.cls[index])
+
+
+ZONE_WAYS = ("detections", "tracker", "zone_only", "bytetrack")
+
+
+def zone_counts(frames, in_zone: Callable, inertia: int, fps: float) -> Iterator[dict]:
+    """Per analysed frame, the people a zone counts, four ways (``ZONE_WAYS``):
+
+    - ``detections``: every detection in the zone (no inertia, no ids);
+    - ``tracker`` (shipped, ``ZoneAnalyser``): the camera's ``PersonTracker``, then the zone's ``Inertia``;
+    - ``zone_only``: the same linking run on the zone's people alone (the former per-zone ``ZonePresence``);
+    - ``bytetrack``: ByteTrack's confirmed tracks (``ByteTrackBaseline``), then the same ``Inertia``.
+
+    ``frames``: (seconds, the camera's detections after its perspective check); ``in_zone``: Detections -> mask.
+    """
+    from vision.tracker import PersonTracker
+    from vision.zones import Inertia
+
+    camera, zone_runs, zone_only = PersonTracker(), Inertia(), PersonTracker()
+    byte, byte_runs = ByteTrackBaseline(fps), Inertia()
+    for ts, d in frames:
+        tracked, _ = camera.track(ts, d)
+        people = tracked[in_zone(tracked)]
+        alone, runs = zone_only.track(ts, d[in_zone(d)])
+        tracks = byte.update(d)
+        tracks = tracks[in_zone(tracks)]
+        yield {"detections": d[in_zone(d)], "tracker": people[zone_runs.update(people.tracker_id) >= inertia],
+               "zone_only": alone[runs >= inertia], "bytetrack": tracks[byte_runs.update(tracks.tracker_id) >= inertia]}
 
 
 def _ids_per_person(gt_ids: dict[int, set]) -> float:
     return float(np.mean([len(v) for v in gt_ids.values()])) if gt_ids else float("nan")
 
 
-def cmd_zones(args) -> dict:
-    """At the runtime's analysis rates, what counts people better and keeps their identity: ByteTrack's confirmed
-    tracks, or the zone presence runs (``ZonePresence``) with inertia 2? Scored against gt.csv's boxes and ids."""
-    from vision.perspective import PerspectiveCheck
-    from vision.tracker import ByteTracker
-    from vision.zones import ZonePresence
+def _count_scores(err: list) -> dict:
+    e = np.asarray(err, np.float64)
+    return {"count_mae": float(np.abs(e).mean()), "count_bias": float(e.mean())}
 
-    data = Path(args.data)
+
+PETS_SUBZONES = {"left half": [(0, 0), (0.5, 0), (0.5, 1), (0, 1)], "lower part": [(0, 0.55), (1, 0.55), (1, 1), (0, 1)],
+                 "centre": [(0.25, 0.25), (0.75, 0.25), (0.75, 0.9), (0.25, 0.9)]}
+
+
+def zones_on_video(args, data: Path) -> dict:
+    """A video + gt.csv (pets-s2l1 layout): a whole-frame zone at each analysis rate, scored against gt.csv's boxes
+    (count, boxes matching nobody, ids per person); with ``--subzones`` also smaller zones, counted by the feet."""
+    from vision.perspective import PerspectiveCheck
+    from vision.zones import PolygonZone
+
     video = sorted(p for p in data.iterdir() if p.suffix.lower() in (".avi", ".mp4"))[0]
     gt_rows: dict[int, list] = {}
     with open(data / "gt.csv") as f:
@@ -460,37 +539,108 @@ def cmd_zones(args) -> dict:
     dets = detections_for_video(video, ship, 1)
     wh = next(video_frames(video))[2].shape[1::-1]
     native = float(args.native_fps)
-    out = {}
+
+    def frames(step: int):
+        check = PerspectiveCheck() if ship_check else None
+        for i in range(0, len(dets), step):
+            d = detections_above(*dets[i], conf)
+            yield i / native, check(d, wh) if check is not None else d
+
+    def gt_boxes(i: int) -> np.ndarray:
+        return np.array([b for _, b in gt_rows.get(i, [])], np.float32).reshape(-1, 4)
+
+    by_rate, sub = {}, {}
     for fps in args.fps:
         step = max(1, int(round(native / fps)))
-        tracker, presence = ByteTracker(fps=fps), ZonePresence()
-        check = PerspectiveCheck() if ship_check else None
-        err = {"detections": [], "tracks": [], "presence": []}
-        fp = {"detections": 0, "tracks": 0, "presence": 0}
-        ids: dict[str, dict[int, set]] = {"tracks": {}, "presence": {}}
-        for i in range(0, len(dets), step):
-            xy, c = dets[i]
-            d = detections_above(xy, c, conf)
-            d = check(d, wh) if check is not None else d
-            tr = tracker.update(d)
-            runs, pid = presence.update(i / native, d)
-            g = gt_rows.get(i, [])
-            gb = np.array([b for _, b in g], np.float32).reshape(-1, 4)
-            for name, boxes, who in (("detections", d.xyxy, None), ("tracks", tr.xyxy, tr.tracker_id),
-                                     ("presence", d.xyxy[runs >= 2], pid[runs >= 2])):
-                err[name].append(len(boxes) - len(gb))
-                iou = iou_matrix(boxes, gb)
-                fp[name] += int((iou.max(axis=1) < 0.5).sum()) if len(gb) else len(boxes)
-                if who is not None and len(gb) and len(boxes):
+        err: dict[str, list] = {w: [] for w in ZONE_WAYS}
+        fp = dict.fromkeys(ZONE_WAYS, 0)
+        ids: dict[str, dict[int, set]] = {w: {} for w in ZONE_WAYS[1:]}
+        whole = lambda d: np.ones(len(d), bool)  # noqa: E731
+        for i, counted in zip(range(0, len(dets), step), zone_counts(frames(step), whole, args.inertia, fps)):
+            g, gb = gt_rows.get(i, []), gt_boxes(i)
+            for way, people in counted.items():
+                err[way].append(len(people) - len(gb))
+                iou = iou_matrix(people.xyxy, gb)
+                fp[way] += int((iou.max(axis=1) < 0.5).sum()) if len(gb) else len(people)
+                if way in ids and len(gb) and len(people):
                     for k, (gid, _) in enumerate(g):
                         j = int(np.argmax(iou[:, k]))
                         if iou[j, k] >= 0.5:
-                            ids[name].setdefault(gid, set()).add(int(who[j]))
-        out[f"{fps:g}fps"] = {name: {"count_mae": float(np.mean(np.abs(e))), "count_bias": float(np.mean(e)),
-                                     "unmatched_boxes": fp[name],
-                                     **({"ids_per_person": _ids_per_person(ids[name])} if name in ids else {})}
-                              for name, e in err.items()}
-    return {"command": "zones", "data": str(data), "setup": ship.name, "confidence": conf, "by_rate": out,
+                            ids[way].setdefault(gid, set()).add(int(people.tracker_id[j]))
+        by_rate[f"{fps:g}fps"] = {way: {**_count_scores(e), "unmatched_boxes": fp[way],
+                                        **({"ids_per_person": _ids_per_person(ids[way])} if way in ids else {})}
+                                  for way, e in err.items()}
+        if not args.subzones:
+            continue
+        for name, polygon in PETS_SUBZONES.items():
+            zone = PolygonZone(name, polygon)
+            for min_conf in (0.0, 0.4):
+                def in_zone(d, zone=zone, min_conf=min_conf):
+                    return zone.mask(d, wh) & (d.confidence >= min_conf)
+
+                err = {w: [] for w in ZONE_WAYS}
+                for i, counted in zip(range(0, len(dets), step), zone_counts(frames(step), in_zone, args.inertia, fps)):
+                    gb = gt_boxes(i)
+                    truth = int(zone.contains(np.stack([(gb[:, 0] + gb[:, 2]) / 2, gb[:, 3]], 1) / np.array(wh)).sum())
+                    for way, people in counted.items():
+                        err[way].append(len(people) - truth)
+                sub.setdefault(f"{fps:g}fps", {})[f"{name}, min_confidence {min_conf:g}"] = {
+                    way: _count_scores(e) for way, e in err.items()}
+    return {"video": video.name, "setup": ship.name, "confidence": conf, "perspective_check": ship_check,
+            "zone": "the whole frame", "by_rate": by_rate, **({"subzones": sub} if sub else {})}
+
+
+def zones_on_frames(args, data: Path) -> dict:
+    """Frames + counts.csv (mall-train layout): the ROI as the zone (a person is in it by the head, as ``count``
+    scores), the frames in name order at ``--frames-fps``; the count as is and through the count calibration."""
+    import cv2
+
+    from vision.counting import CountCalibration, in_roi, read_counts
+    from vision.detections import Detections
+    from vision.perspective import checked_in_order
+
+    cal = CountCalibration.load(args.calibration)
+    counts = read_counts(data / "counts.csv")
+    names = sorted(counts)
+    roi_path = data / "roi_mask.png"
+    roi = cv2.imread(str(roi_path), cv2.IMREAD_GRAYSCALE) if roi_path.exists() else None
+    setup = DetectSetup(cal.detector["model"], int(cal.detector["imgsz"]), int(cal.detector.get("tiles", 0)))
+    raw = folder_detections(data, names, setup)
+    dets = [detections_above(x, c, cal.detector.get("confidence", 0.0)) for x, c in raw]
+    first = cv2.imread(str(data / "frames" / names[0]))
+    if cal.detector.get("perspective_check", False):
+        dets = checked_in_order(dets, (first.shape[1], first.shape[0]))
+    true = np.array([counts[n] for n in names], np.float64)
+    fps = float(args.frames_fps)
+
+    def in_zone(d: Detections) -> np.ndarray:  # in_roi's test, as a mask
+        marked = Detections(d.xyxy, d.confidence, d.class_id, np.arange(len(d)))
+        return np.isin(np.arange(len(d)), in_roi(marked, roi).tracker_id)
+
+    plain: dict[str, list] = {w: [] for w in ZONE_WAYS}
+    calibrated: dict[str, list] = {w: [] for w in ZONE_WAYS}
+    frames = ((k / fps, d) for k, d in enumerate(dets))
+    for n, counted in tqdm(zip(names, zone_counts(frames, in_zone, args.inertia, fps)), total=len(names),
+                           desc="zones", unit="frame", file=sys.stderr):
+        img = cv2.imread(str(data / "frames" / n))
+        for way, people in counted.items():
+            plain[way].append(len(people))
+            calibrated[way].append(cal.estimate_float(people, img, roi))
+    return {"fps": fps, "calibration": str(args.calibration), "detector": cal.detector, "frames": len(names),
+            "zone": "the ROI, by the head", "mean_true_count": float(true.mean()),
+            "ways": {w: {**_count_scores(np.array(plain[w]) - true),
+                         "calibrated": _count_scores(np.array(calibrated[w]) - true)} for w in ZONE_WAYS}}
+
+
+def cmd_zones(args) -> dict:
+    """Which tracker counts a zone better at the runtime's analysis rates, with the zone's inertia
+    (``zone_counts``): on a video + gt.csv (PETS) or on frames + counts.csv (Mall)."""
+    data = Path(args.data)
+    frames_layout = (data / "counts.csv").exists() and (data / "frames").is_dir()
+    if not frames_layout and not (data / "gt.csv").exists():
+        raise SystemExit(f"{data}: expected a video and gt.csv (pets-s2l1 layout) or frames/ and counts.csv (mall-train)")
+    out = zones_on_frames(args, data) if frames_layout else zones_on_video(args, data)
+    return {"command": "zones", "data": str(data), "inertia": args.inertia, "ways": list(ZONE_WAYS), **out,
             "machine": machine()}
 
 
@@ -563,7 +713,7 @@ def conflict_cost(T, clips, plaza: Path | None) -> dict:
     the inference loop) against one call each."""
     from ultralytics import YOLO
 
-    from vision.conflict.observe import PoseRequest
+    from vision.steps import PoseRequest
 
     def timed(videos: list[Path], desc: str) -> dict:
         ob = T.ClipObserver()
@@ -640,10 +790,16 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--plaza", type=Path, default=None, help="--cost: an ordinary busy scene to time too")
     f.add_argument("--calm", type=Path, nargs="*", default=[],
                    help="videos with no fight in them: count the alerts the shipped model raises (false alarms)")
-    z = sub.add_parser("zones", help="inertia: zone presence runs vs ByteTrack tracks at low analysis rates")
+    z = sub.add_parser("zones", help="zone counts with inertia: the shipped tracker vs ByteTrack (pets or mall layout)")
     z.add_argument("--data", required=True)
-    z.add_argument("--fps", nargs="*", type=float, default=[1, 2, 5])
-    z.add_argument("--native-fps", type=float, default=10.0, help="the video's frame rate")
+    z.add_argument("--inertia", type=int, default=2, help="analysed frames in a row in the zone before a person counts")
+    z.add_argument("--fps", nargs="*", type=float, default=[1, 2, 5], help="video: analysis rates")
+    z.add_argument("--native-fps", type=float, default=10.0, help="video: its frame rate")
+    z.add_argument("--subzones", action="store_true", help="video: also three smaller zones, without and with a "
+                   "minimum confidence of 0.4")
+    z.add_argument("--frames-fps", type=float, default=2.0, help="frames/: the rate they were taken at (Mall: under 2)")
+    z.add_argument("--calibration", type=Path, default=ROOT / "models" / "counting" / "mall.json",
+                   help="frames/: the count calibration (also sets the detector, as in count)")
     for p in (d, c, f, z):
         p.add_argument("--results", type=Path, default=RESULTS, help="folder for eval_<command>_<data>.json")
     args = ap.parse_args(argv)

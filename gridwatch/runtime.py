@@ -23,8 +23,8 @@ from gridwatch.telemetry import Telemetry
 from streams import CameraReader, FrameSlot
 from vision.analyser import Analysis, CameraAnalyser
 from vision.batching import BatchPolicy, DynamicBatcher
-from vision.conflict.observe import drive_all
 from vision.detections import Detections, Frame
+from vision.steps import drive_all
 
 log = logging.getLogger(__name__)
 

@@ -169,8 +169,9 @@ def test_a_batch_of_cameras_runs_pose_together_and_observes_the_same(shared_data
     and every camera observes what it observes alone."""
     from gridwatch.config import DetectorConfig
     from models import resolve_weights
-    from vision.conflict.observe import CropPose, Observer, drive_all
+    from vision.conflict.observe import CropPose, Observer
     from vision.detector import PersonDetector
+    from vision.steps import drive_all
 
     clips = [c for c in train.list_clips(shared_data / "fight-dev") if c.label == 1][:6]
     frames = [list(train.sampled_frames(c.path)) for c in clips]
@@ -195,7 +196,7 @@ def test_a_batch_of_cameras_runs_pose_together_and_observes_the_same(shared_data
 
 def test_one_failing_analysis_does_not_stop_the_others():
     """``drive_all``: a camera's steps that raise get the exception as their result; the rest finish."""
-    from vision.conflict.observe import drive_all
+    from vision.steps import drive_all
 
     def fine(n):
         return n

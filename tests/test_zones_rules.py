@@ -14,8 +14,8 @@ from vision import (
     Gate,
     GatheringMonitor,
     LoiteringMonitor,
+    PersonTracker,
     PolygonZone,
-    ZonePresence,
     density_level,
 )
 
@@ -148,8 +148,8 @@ def test_active_hours_wrap_midnight():
     assert ActiveHours([])(at(12, 0))
 
 
-def test_presence_links_a_walker_at_two_fps_and_ignores_a_flicker():
-    p = ZonePresence()
+def test_tracker_links_a_walker_at_two_fps_and_ignores_a_flicker():
+    p = PersonTracker()
     walker = lambda t: [100 + 60 * t, 100, 140 + 60 * t, 200]  # noqa: E731  60 px/s = 0.6 body heights/s
     runs = []
     for k in range(5):

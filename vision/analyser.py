@@ -1,4 +1,4 @@
-"""Per-camera analysis: detections -> tracks -> zone states -> incidents."""
+"""Per-camera analysis: detections -> the camera's tracker -> zone observations -> rules -> incidents."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,13 +10,14 @@ from gridwatch.config import Camera, DetectorConfig, Zone
 
 from .conflict.model import ConflictModel
 from .conflict.monitor import ConflictMonitor, shared_pose
-from .conflict.observe import CropPose, Steps, drive
+from .conflict.observe import CropPose
 from .counting import CountCalibration
 from .detections import Detections, Frame, Incident, ZoneState
 from .perspective import PerspectiveCheck
-from .rules import CrowdingMonitor, GatheringMonitor, LoiteringMonitor
-from .tracker import ByteTracker
-from .zones import ActiveHours, PolygonZone, ZonePresence
+from .rules import CrowdingMonitor, GatheringMonitor, LoiteringMonitor, Monitor, ZoneObservation
+from .steps import Steps, drive
+from .tracker import PersonTracker
+from .zones import ActiveHours, Inertia, PolygonZone
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,31 +25,34 @@ class Analysis:
     """Everything one frame produced; what the alert stage needs for evidence."""
 
     frame: Frame
-    detections: Detections  # every person found in the frame
-    tracks: Detections  # the confirmed tracks among them, with ids
+    detections: Detections  # every person found in the frame (after the perspective check), with their tracker id
+    tracks: Detections  # the confirmed ones among them (seen in PersonTracker.CONFIRMED analysed frames in a row)
     zones: tuple[ZoneState, ...]
     incidents: tuple[Incident, ...]
 
 
 class ZoneAnalyser:
-    """One zone's filters (confidence, box size, inertia, active hours), its count and its rules."""
+    """One zone: its filters (confidence, box size, inertia), its count, and its rules (``Monitor``s)."""
 
     def __init__(self, camera_id: str, zone: Zone, conflict_model: ConflictModel | None = None,
                  pose: CropPose | None = None):
         self.camera_id, self.cfg = camera_id, zone
         self.zone = PolygonZone(zone.id, zone.polygon)
-        self.presence = ZonePresence()
-        self.active_hours = ActiveHours(zone.active_hours)
+        self.inertia = Inertia()
+        hours = ActiveHours(zone.active_hours)
         self.calibration = CountCalibration.load(zone.count_calibration) if zone.count_calibration else None
-        self.crowding = CrowdingMonitor(camera_id, zone.id, zone.crowding, zone.area_m2) if zone.crowding else None
-        self.gathering = GatheringMonitor(camera_id, zone.id, zone.gathering) if zone.gathering else None
-        self.loitering = LoiteringMonitor(camera_id, zone.id, zone.loitering) if zone.loitering else None
-        self.conflict = (ConflictMonitor(camera_id, zone.id, zone.conflict, conflict_model, pose)
+        self.crowding = (CrowdingMonitor(camera_id, zone.id, zone.crowding, zone.area_m2, hours)
+                         if zone.crowding else None)
+        self.gathering = GatheringMonitor(camera_id, zone.id, zone.gathering, hours) if zone.gathering else None
+        self.loitering = LoiteringMonitor(camera_id, zone.id, zone.loitering, hours) if zone.loitering else None
+        self.conflict = (ConflictMonitor(camera_id, zone.id, zone.conflict, conflict_model, pose, hours)
                          if zone.conflict.enabled else None)
+        self.monitors: list[Monitor] = [m for m in (self.crowding, self.gathering, self.loitering, self.conflict)
+                                        if m is not None]
         self._mask: np.ndarray | None = None
 
     def pixel_mask(self, wh: tuple[int, int]) -> np.ndarray:
-        """The zone as a frame-sized mask (for the count calibration's edge cue), made once per frame size."""
+        """The zone as a frame-sized mask (the count calibration's edge cue, conflict's motion), made once per size."""
         if self._mask is None or self._mask.shape != (wh[1], wh[0]):
             self._mask = np.zeros((wh[1], wh[0]), np.uint8)
             cv2.fillPoly(self._mask, [self.zone.pixel_polygon(wh)], 1)
@@ -62,39 +66,39 @@ class ZoneAnalyser:
         keep &= detections.height >= z.min_box_height * wh[1]
         return detections[keep]
 
-    def steps(self, frame: Frame, detections: Detections, tracks: Detections,
-              unchecked: Detections | None = None) -> Steps[tuple[ZoneState, list[Incident]]]:
-        """One frame, as steps: the conflict rule's pose request is yielded (``CameraAnalyser`` drives them).
+    def observe(self, frame: Frame, tracked: Detections, unchecked: Detections | None = None
+                ) -> tuple[ZoneState, ZoneObservation]:
+        """The zone's state and its rules' observation: who of ``tracked`` (the camera's people, with tracker ids)
+        has been in the zone for ``inertia`` analysed frames in a row, and their count.
 
         ``unchecked``: the detections before the camera's perspective check, for the conflict rule (its model
         was trained on them, and a person falling or bent double is exactly a box of an unusual size)."""
-        people = self.candidates(detections, frame.wh)
-        runs, ids = self.presence.update(frame.ts, people)
-        settled = runs >= self.cfg.inertia
+        people = self.candidates(tracked, frame.wh)
+        if people.tracker_id is None:
+            raise ValueError("ZoneAnalyser counts tracked people: set tracker_id (CameraAnalyser's PersonTracker)")
+        settled = self.inertia.update(people.tracker_id) >= self.cfg.inertia
         counted = people[settled]
-        count = (self.calibration.estimate(counted, frame.image, self.pixel_mask(frame.wh)) if self.calibration
-                 else len(counted))
-        tracked = tracks[self.zone.mask(tracks, frame.wh)]
-        state = ZoneState(self.camera_id, self.cfg.id, frame.ts, count,
-                          tuple(int(t) for t in tracked.tracker_id))  # type: ignore[union-attr]
-        monitors = [m for m in (self.crowding, self.gathering, self.loitering, self.conflict) if m is not None]
-        if not self.active_hours(frame.ts):
-            return state, [i for m in monitors if (i := m.stop(frame.ts, count)) is not None]
+        mask = self.pixel_mask(frame.wh)
+        count = self.calibration.estimate(counted, frame.image, mask) if self.calibration else len(counted)
+        track_ids = tuple(int(i) for i in people.tracker_id[settled])
+        state = ZoneState(self.camera_id, self.cfg.id, frame.ts, count, track_ids)
+        raw = people if unchecked is None else self.candidates(unchecked, frame.wh)
+        return state, ZoneObservation(frame.ts, count, track_ids, frame.image, raw, mask)
+
+    def steps(self, frame: Frame, tracked: Detections, unchecked: Detections | None = None
+              ) -> Steps[tuple[ZoneState, list[Incident]]]:
+        """One frame, as steps: each rule observes the zone (the conflict rule's pose request is yielded;
+        ``CameraAnalyser`` drives them)."""
+        state, ob = self.observe(frame, tracked, unchecked)
         out: list[Incident] = []
-        for monitor, observation in ((self.crowding, (count,)), (self.gathering, (count,)),
-                                     (self.loitering, (ids[settled].tolist(),))):
-            if monitor is not None and (inc := monitor.update(frame.ts, *observation)) is not None:
-                out.append(inc)
-        if self.conflict is not None:
-            fighters = people if unchecked is None else self.candidates(unchecked, frame.wh)
-            inc = yield from self.conflict.update_steps(frame.ts, frame.image, fighters, self.pixel_mask(frame.wh))
-            if inc is not None:
+        for monitor in self.monitors:
+            if (inc := (yield from monitor.observe(ob))) is not None:
                 out.append(inc)
         return state, out
 
 
 class CameraAnalyser:
-    """Owns one camera's tracker and zones; fed frames in time order.
+    """Owns one camera's perspective check, its one tracker and its zones; fed frames in time order.
 
     ``conflict_model`` and ``pose`` may be passed in to share them across
     cameras; by default one process-wide copy of each is used (loaded on the
@@ -105,7 +109,7 @@ class CameraAnalyser:
                  detector: DetectorConfig | None = None):
         self.camera_id = camera.id
         self.perspective = PerspectiveCheck() if camera.perspective_check else None
-        self.tracker = ByteTracker(fps=camera.fps)
+        self.tracker = PersonTracker()
         if pose is None and any(z.conflict.enabled for z in camera.zones):
             d = detector or DetectorConfig()  # pose runs where and as the detector does
             pose = shared_pose(d.device, d.backend, d.export_dir)
@@ -115,15 +119,15 @@ class CameraAnalyser:
         return drive(self.analyse_steps(frame, detections))
 
     def analyse_steps(self, frame: Frame, detections: Detections) -> Steps[Analysis]:
-        """``analyse`` as steps: ``observe.drive_all`` runs a batch of cameras' steps with their pose batched."""
+        """``analyse`` as steps: ``steps.drive_all`` runs a batch of cameras' steps with their pose batched."""
         unchecked = detections
         if self.perspective is not None:
             detections = self.perspective(detections, frame.wh)
-        tracks = self.tracker.update(detections)
+        tracked, runs = self.tracker.track(frame.ts, detections)
         states, incidents = [], []
         for zone in self.zones:
-            state, found = yield from zone.steps(frame, detections, tracks, unchecked)
+            state, found = yield from zone.steps(frame, tracked, unchecked)
             states.append(state)
             incidents += found
-        return Analysis(frame, detections, tracks, tuple(states), tuple(incidents))
-
+        tracks = tracked[runs >= PersonTracker.CONFIRMED]
+        return Analysis(frame, tracked, tracks, tuple(states), tuple(incidents))

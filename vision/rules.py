@@ -1,20 +1,69 @@
-"""Rules that turn zone observations into incidents.
+"""Rules that turn zone observations into incidents, all through one ``Monitor`` protocol.
 
-Each rule is a small state machine fed one observation at a time with its
-timestamp, so it behaves the same at any analysis rate and is easy to test. The
-timing they share (hold, hysteresis, clear time, cooldown and re-arm) lives in
-one place, ``Gate``, so every incident kind treats false alarms the same way.
+``ZoneAnalyser`` makes one ``ZoneObservation`` per zone and analysed frame (its
+count, the tracker ids of the people it counts, and the frame for the conflict
+rule) and hands that same observation to each of the zone's rules. Each rule is
+a small state machine fed one observation at a time with its timestamp, so it
+behaves the same at any analysis rate and is easy to test. What the rules share
+lives in one place, ``GatedMonitor``: the timing (hold, hysteresis, clear time,
+cooldown and re-arm, ``Gate``), so that every incident kind treats false alarms
+the same way; the zone's active hours (outside them a rule ends its incident
+and forgets what it saw); and the building of its incidents.
 """
 from __future__ import annotations
 
 from collections import deque
-from typing import Literal
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Protocol
+
+import numpy as np
 
 from gridwatch.config import DENSITY_LEVELS, CrowdingRule, GatheringRule, LoiteringRule
 
-from .detections import Incident
+from .detections import Detections, Incident, IncidentKind
+from .steps import Steps, drive
+from .zones import ActiveHours
 
 Phase = Literal["start", "end"]
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneObservation:
+    """What every rule of a zone is given for one analysed frame (``ZoneAnalyser`` makes it)."""
+
+    ts: float
+    count: int  # people in the zone: after inertia, and after the count calibration when the zone has one
+    track_ids: tuple[int, ...] = ()  # the tracker ids of the people counted (in the zone for ``inertia`` frames)
+    image: np.ndarray | None = None  # the frame (conflict: optical flow and pose crops)
+    people: Detections | None = None  # the zone's people before the camera's perspective check (conflict)
+    mask: np.ndarray | None = None  # the zone as a frame-sized mask, nonzero inside (conflict's motion search)
+
+
+class Monitor(Protocol):
+    """A zone's rule, fed the zone's observation of each analysed frame in time order (``GatedMonitor``)."""
+
+    kind: ClassVar[IncidentKind]
+
+    @property
+    def active(self) -> bool:
+        """An incident is running."""
+        ...
+
+    def observe(self, ob: ZoneObservation) -> Steps[Incident | None]:
+        """The rule on one observation, as steps (``vision.steps``; only conflict asks for pose)."""
+        ...
+
+    def stop(self, ts: float, count: int) -> Incident | None:
+        """Force the quiet state and forget; the ``"end"`` of a running incident."""
+        ...
+
+
+class Timing(Protocol):
+    """What every rule's settings have (``gridwatch.config.rules``)."""
+
+    hold_s: float
+    clear_s: float
+    cooldown_s: float
 
 
 class Gate:
@@ -60,6 +109,56 @@ class Gate:
         return "end"
 
 
+class GatedMonitor:
+    """The base of every rule (a ``Monitor``): its ``Gate``, the zone's active hours, its incidents.
+
+    A rule implements ``judge`` (``judge_steps`` when it needs pose) for an
+    observation inside the active hours, and ``reset`` to forget what it saw
+    when the zone goes quiet; ``observe`` and ``stop`` are the same for all.
+    """
+
+    kind: ClassVar[IncidentKind]
+
+    def __init__(self, camera_id: str, zone_id: str, rule: Timing, active_hours: ActiveHours | None = None):
+        self.camera_id, self.zone_id = camera_id, zone_id
+        self.gate = Gate(rule.hold_s, rule.clear_s, rule.cooldown_s)
+        self.active_hours = active_hours if active_hours is not None else ActiveHours([])
+
+    @property
+    def active(self) -> bool:
+        return self.gate.active
+
+    def observe(self, ob: ZoneObservation) -> Steps[Incident | None]:
+        if not self.active_hours(ob.ts):
+            return self.stop(ob.ts, ob.count)
+        return (yield from self.judge_steps(ob))
+
+    def judge_steps(self, ob: ZoneObservation) -> Steps[Incident | None]:
+        """``judge`` as steps; a rule that needs pose overrides this instead."""
+        return self.judge(ob)
+        yield  # a generator that asks for nothing
+
+    def judge(self, ob: ZoneObservation) -> Incident | None:
+        raise NotImplementedError
+
+    def stop(self, ts: float, count: int) -> Incident | None:
+        self.reset()
+        if self.gate.stop(ts):
+            return self.incident("end", ts, count, self.quiet_score(count), "outside the zone's active hours")
+        return None
+
+    def reset(self) -> None:
+        """Forget what the rule has seen (the zone left its active hours)."""
+
+    def quiet_score(self, count: int) -> float:
+        """The score of an incident that ``stop`` ends."""
+        return 0.0
+
+    def incident(self, phase: Literal["start", "update", "end"], ts: float, count: int, score: float,
+                 detail: str) -> Incident:
+        return Incident(self.kind, phase, self.camera_id, self.zone_id, ts, count, score, detail)
+
+
 def density_level(density: float) -> str:
     """The crowd-safety name of a density (people/m²), e.g. ``"involuntary contact"``."""
     name = "free movement"
@@ -69,7 +168,7 @@ def density_level(density: float) -> str:
     return name
 
 
-class CrowdingMonitor:
+class CrowdingMonitor(GatedMonitor):
     """Count >= threshold for ``hold_s`` starts an incident; below ``clear_below`` for ``clear_s`` ends it.
 
     The gap between ``threshold`` and ``clear_below`` (hysteresis) keeps a crowd
@@ -77,15 +176,14 @@ class CrowdingMonitor:
     With the zone's ``area_m2`` the detail gives the density and its level.
     """
 
-    def __init__(self, camera_id: str, zone_id: str, rule: CrowdingRule, area_m2: float | None = None):
-        rule.effective_threshold  # noqa: B018 - raises now, not at the first frame, when nothing was derived
-        self.camera_id, self.zone_id, self.rule, self.area_m2 = camera_id, zone_id, rule, area_m2
-        self.gate = Gate(rule.hold_s, rule.clear_s, rule.cooldown_s)
-        self._peak = 0
+    kind = "crowding"
 
-    @property
-    def active(self) -> bool:
-        return self.gate.active
+    def __init__(self, camera_id: str, zone_id: str, rule: CrowdingRule, area_m2: float | None = None,
+                 active_hours: ActiveHours | None = None):
+        rule.effective_threshold  # noqa: B018 - raises now, not at the first frame, when nothing was derived
+        super().__init__(camera_id, zone_id, rule, active_hours)
+        self.rule, self.area_m2 = rule, area_m2
+        self._peak = 0
 
     def describe(self, count: int) -> str:
         if not self.area_m2:
@@ -94,49 +192,50 @@ class CrowdingMonitor:
         return f"{count} people, {d:.1f}/m² ({density_level(d)})"
 
     def update(self, ts: float, count: int) -> Incident | None:
-        r = self.rule
+        """``observe`` an observation of just a count."""
+        return drive(self.observe(ZoneObservation(ts, count)))
+
+    def judge(self, ob: ZoneObservation) -> Incident | None:
+        r, ts, count = self.rule, ob.ts, ob.count
         phase = self.gate.step(ts, count >= r.effective_threshold, count < r.effective_clear_below)
+        score = self.quiet_score(count)
         if phase == "start":
             self._peak = count
-            return self._incident("start", ts, count,
-                                  f"{self.describe(count)} for {r.hold_s:g}s (threshold {r.effective_threshold})")
+            return self.incident("start", ts, count, score,
+                                 f"{self.describe(count)} for {r.hold_s:g}s (threshold {r.effective_threshold})")
         if phase == "end":
-            return self._incident("end", ts, count, f"count below {r.effective_clear_below} for {r.clear_s:g}s")
+            return self.incident("end", ts, count, score, f"count below {r.effective_clear_below} for {r.clear_s:g}s")
         if self.gate.active and count > self._peak:
             self._peak = count
-            return self._incident("update", ts, count, f"count rose to {self.describe(count)}")
+            return self.incident("update", ts, count, score, f"count rose to {self.describe(count)}")
         return None
 
-    def stop(self, ts: float, count: int) -> Incident | None:
-        if self.gate.stop(ts):
-            return self._incident("end", ts, count, "outside the zone's active hours")
-        return None
-
-    def _incident(self, phase, ts, count, detail) -> Incident:
-        score = min(1.0, count / max(self.rule.effective_threshold, 1))
-        return Incident("crowding", phase, self.camera_id, self.zone_id, ts, count, score, detail)
+    def quiet_score(self, count: int) -> float:
+        return min(1.0, count / max(self.rule.effective_threshold, 1))  # a crowding score is its count's share
 
 
-class GatheringMonitor:
+class GatheringMonitor(GatedMonitor):
     """Sudden gathering: the count rises by ``rise`` over the lowest count of the last ``within_s`` seconds.
 
     The count is first smoothed with a median of the last three observations, so
     one frame with a burst of false detections cannot look like a crowd forming.
     """
 
-    def __init__(self, camera_id: str, zone_id: str, rule: GatheringRule):
-        self.camera_id, self.zone_id, self.rule = camera_id, zone_id, rule
-        self.gate = Gate(rule.hold_s, rule.clear_s, rule.cooldown_s)
+    kind = "gathering"
+
+    def __init__(self, camera_id: str, zone_id: str, rule: GatheringRule, active_hours: ActiveHours | None = None):
+        super().__init__(camera_id, zone_id, rule, active_hours)
+        self.rule = rule
         self._raw: deque[int] = deque(maxlen=3)
         self._history: deque[tuple[float, int]] = deque()
 
-    @property
-    def active(self) -> bool:
-        return self.gate.active
-
     def update(self, ts: float, count: int) -> Incident | None:
-        r = self.rule
-        self._raw.append(count)
+        """``observe`` an observation of just a count."""
+        return drive(self.observe(ZoneObservation(ts, count)))
+
+    def judge(self, ob: ZoneObservation) -> Incident | None:
+        r, ts = self.rule, ob.ts
+        self._raw.append(ob.count)
         smooth = sorted(self._raw)[len(self._raw) // 2]
         while self._history and ts - self._history[0][0] > r.within_s:
             self._history.popleft()
@@ -149,39 +248,37 @@ class GatheringMonitor:
             return None
         detail = (f"count rose from {low} to {smooth} within {r.within_s:g}s" if phase == "start"
                   else f"no further rise for {r.clear_s:g}s")
-        return Incident("gathering", phase, self.camera_id, self.zone_id, ts, smooth,
-                        min(1.0, rise / r.rise), detail)
+        return self.incident(phase, ts, smooth, min(1.0, rise / r.rise), detail)
 
-    def stop(self, ts: float, count: int) -> Incident | None:
+    def reset(self) -> None:
         self._history.clear()
         self._raw.clear()
-        if self.gate.stop(ts):
-            return Incident("gathering", "end", self.camera_id, self.zone_id, ts, count, 0.0,
-                            "outside the zone's active hours")
-        return None
 
 
-class LoiteringMonitor:
-    """Someone stays in the zone for ``dwell_s``: dwell time per person id (from the zone's presence tracks).
+class LoiteringMonitor(GatedMonitor):
+    """Someone stays in the zone for ``dwell_s``: dwell time per person id (``ZoneObservation.track_ids``).
 
     A person who leaves the zone, or whose id is lost, starts again from zero
     when seen next; ``clear_s`` bridges short gaps in the incident itself.
     """
 
-    def __init__(self, camera_id: str, zone_id: str, rule: LoiteringRule):
-        self.camera_id, self.zone_id, self.rule = camera_id, zone_id, rule
-        self.gate = Gate(rule.hold_s, rule.clear_s, rule.cooldown_s)
-        self._first_seen: dict[int, float] = {}
+    kind = "loitering"
 
-    @property
-    def active(self) -> bool:
-        return self.gate.active
+    def __init__(self, camera_id: str, zone_id: str, rule: LoiteringRule, active_hours: ActiveHours | None = None):
+        super().__init__(camera_id, zone_id, rule, active_hours)
+        self.rule = rule
+        self._first_seen: dict[int, float] = {}
 
     def dwell(self, ts: float) -> dict[int, float]:
         return {pid: ts - t0 for pid, t0 in self._first_seen.items()}
 
     def update(self, ts: float, person_ids: tuple[int, ...] | list[int]) -> Incident | None:
-        ids = set(person_ids)
+        """``observe`` an observation of just the ids of the people in the zone."""
+        ids = tuple(person_ids)
+        return drive(self.observe(ZoneObservation(ts, len(ids), ids)))
+
+    def judge(self, ob: ZoneObservation) -> Incident | None:
+        ts, ids = ob.ts, set(ob.track_ids)
         self._first_seen = {pid: t0 for pid, t0 in self._first_seen.items() if pid in ids}
         for pid in ids:
             self._first_seen.setdefault(pid, ts)
@@ -195,13 +292,7 @@ class LoiteringMonitor:
         detail = (f"{len(loiterers)} {'person' if len(loiterers) == 1 else 'people'} in the zone for over "
                   f"{self.rule.dwell_s:g}s (longest {longest:.0f}s)" if phase == "start"
                   else f"nobody over {self.rule.dwell_s:g}s for {self.rule.clear_s:g}s")
-        return Incident("loitering", phase, self.camera_id, self.zone_id, ts, len(ids),
-                        min(1.0, longest / (2 * self.rule.dwell_s)), detail)
+        return self.incident(phase, ts, len(ids), min(1.0, longest / (2 * self.rule.dwell_s)), detail)
 
-    def stop(self, ts: float, count: int) -> Incident | None:
+    def reset(self) -> None:
         self._first_seen.clear()
-        if self.gate.stop(ts):
-            return Incident("loitering", "end", self.camera_id, self.zone_id, ts, count, 0.0,
-                            "outside the zone's active hours")
-        return None
-

@@ -1,4 +1,4 @@
-"""Zone membership: which tracked people stand inside an admin-drawn polygon."""
+"""Zones: which people stand inside an admin-drawn polygon, for how long, and when its rules run."""
 from __future__ import annotations
 
 import time
@@ -34,62 +34,29 @@ class PolygonZone:
         return np.round(self.polygon * np.array([w, h])).astype(np.int32)
 
 
-class ZonePresence:
-    """Who has been in the zone for how many analysed frames in a row (Frigate's ``inertia``), with an id each.
+class Inertia:
+    """Frigate's ``inertia``: how many analysed frames in a row each person (by tracker id) has been in the zone.
 
-    At 1-3 analysis fps ByteTrack rarely confirms a walking person (they move
-    more than a box width between frames, so IoU matching fails), so this links
-    each person to the nearest one of the previous frame by feet distance,
-    gated by how far a person can walk in the time between frames (in body
-    heights, so it holds at any distance from the camera), with an optimal
-    one-to-one assignment. A person missed for one frame keeps their run.
-    docs/accuracy.md has the measurement that chose this over confirmed tracks.
+    A person the zone misses for one frame (not detected, filtered out, or a
+    step outside the polygon) keeps their run, as the tracker keeps their id.
     """
 
-    SPEED_H = 1.5  # body heights per second: a brisk walk (1.4 m/s) of a 1.7 m person is 0.8
-    MIN_GATE_H = 0.5  # at high frame rates still tolerate box jitter of half a height
-    MISS_FRAMES = 1  # a person unseen for this many frames keeps their run
+    MISS_FRAMES = 1
 
     def __init__(self) -> None:
-        self._pts = np.zeros((0, 2))
-        self._h = np.zeros((0,))
-        self._runs = np.zeros((0,), np.int64)
-        self._ids = np.zeros((0,), np.int64)
-        self._missed = np.zeros((0,), np.int64)
-        self._ts: float | None = None
-        self._next_id = 1
+        self._runs: dict[int, int] = {}
+        self._missed: dict[int, int] = {}
 
-    def update(self, ts: float, people: Detections) -> tuple[np.ndarray, np.ndarray]:
-        """(frames in a row, person id) for each of ``people`` (the zone's detections of this frame)."""
-        from scipy.optimize import linear_sum_assignment  # Hungarian assignment, well-kept
-
-        pts, h = people.bottom_center.astype(np.float64), np.maximum(people.height.astype(np.float64), 1.0)
-        runs, ids = np.ones(len(people), np.int64), np.zeros(len(people), np.int64)
-        matched_prev = np.zeros(len(self._pts), bool)
-        if len(self._pts) and len(pts) and self._ts is not None:
-            dt = max(ts - self._ts, 1e-3) * (1 + self._missed)  # a missed person had longer to walk
-            mean_h = (h[:, None] + self._h[None, :]) / 2
-            dist = np.linalg.norm(pts[:, None, :] - self._pts[None, :, :], axis=2) / mean_h
-            gate = np.maximum(self.SPEED_H * dt[None, :], self.MIN_GATE_H)
-            cost = np.where(dist <= gate, dist, 1e6)
-            rows, cols = linear_sum_assignment(cost)
-            for r, c in zip(rows, cols):
-                if cost[r, c] < 1e6:
-                    runs[r], ids[r] = self._runs[c] + 1, self._ids[c]
-                    matched_prev[c] = True
-        for r in np.nonzero(ids == 0)[0]:
-            ids[r], self._next_id = self._next_id, self._next_id + 1
-        keep = ~matched_prev & (self._missed < self.MISS_FRAMES)  # carry the unseen for a frame
-        self._pts = np.concatenate([pts, self._pts[keep]])
-        self._h = np.concatenate([h, self._h[keep]])
-        self._runs = np.concatenate([runs, self._runs[keep]])
-        self._ids = np.concatenate([ids, self._ids[keep]])
-        self._missed = np.concatenate([np.zeros(len(pts), np.int64), self._missed[keep] + 1])
-        self._ts = ts
-        return runs, ids
-
-    def reset(self) -> None:
-        self.__init__()
+    def update(self, ids: np.ndarray) -> np.ndarray:
+        """Frames in a row in the zone for each of ``ids`` (the tracker ids of the zone's people this frame)."""
+        runs = np.array([self._runs.get(int(i), 0) + 1 for i in ids], np.int64)
+        seen = {int(i): int(r) for i, r in zip(ids, runs)}
+        missed = dict.fromkeys(seen, 0)
+        for i, r in self._runs.items():
+            if i not in seen and self._missed[i] < self.MISS_FRAMES:  # carry the unseen for a frame
+                seen[i], missed[i] = r, self._missed[i] + 1
+        self._runs, self._missed = seen, missed
+        return runs
 
 
 def parse_hours(spans: list[str]) -> list[tuple[int, int]]:

@@ -10,10 +10,12 @@ import numpy as np
 from gridwatch.config import ConflictRule
 
 from ..detections import Detections, Incident
-from ..rules import Gate
+from ..rules import GatedMonitor, ZoneObservation
+from ..steps import Steps, drive
+from ..zones import ActiveHours
 from .features import window_features
 from .model import DEFAULT_MODEL, ConflictModel
-from .observe import CropPose, Observation, Observer, Steps, drive
+from .observe import CropPose, Observation, Observer
 
 
 @lru_cache(maxsize=4)
@@ -31,30 +33,29 @@ def shared_pose(device: str = "auto", backend: str = "auto", export_dir: Path | 
     return CropPose(resolve_weights("yolo11n-pose.pt"), device=device, backend=backend, export_dir=export_dir)
 
 
-class ConflictMonitor:
+class ConflictMonitor(GatedMonitor):
     """Fires when the classifier's fight probability stays above ``min_score`` for the model's hold windows
     (and the rule's ``hold_s``); clears below ``clear_score`` for ``clear_s``; then ``cooldown_s`` before re-arming.
 
-    ``update`` takes the frame because pose runs on crops of it; pass ``pose=None``
-    (tests, or a zone with pose switched off) to run on motion and boxes alone.
+    It observes the frame (``ZoneObservation.image``: pose runs on crops of it, optical flow on all of it) and the
+    zone's people before the perspective check; pass ``pose=None`` (tests, or a zone with pose switched off) to run
+    on motion and boxes alone.
     """
 
+    kind = "conflict"
+
     def __init__(self, camera_id: str, zone_id: str, rule: ConflictRule, model: ConflictModel | None = None,
-                 pose: CropPose | None = None):
-        self.camera_id, self.zone_id, self.rule = camera_id, zone_id, rule
+                 pose: CropPose | None = None, active_hours: ActiveHours | None = None):
+        super().__init__(camera_id, zone_id, rule, active_hours)
+        self.rule = rule
         self.model = model or shared_model()
         self.observer = Observer(pose)
         self.min_score = rule.min_score if rule.min_score is not None else self.model.threshold
         self.clear_score = rule.clear_score if rule.clear_score is not None else max(self.min_score - 0.2, 0.0)
-        self.gate = Gate(rule.hold_s, rule.clear_s, rule.cooldown_s)
         self._window: deque[Observation] = deque()
         self._run = 0  # consecutive windows above min_score
         self._last_ts: float | None = None  # the last frame observed (thinning to the model's rate)
         self.score = 0.0
-
-    @property
-    def active(self) -> bool:
-        return self.gate.active
 
     def _score(self) -> float:
         w = self._window
@@ -64,24 +65,28 @@ class ConflictMonitor:
 
     def update(self, ts: float, image: np.ndarray, people: Detections, mask: np.ndarray | None = None
                ) -> Incident | None:
-        """One analysed frame; ``mask`` (frame-sized, nonzero inside) keeps the motion search inside the zone.
+        """``observe`` one analysed frame; ``mask`` (frame-sized, nonzero inside) keeps the motion search inside
+        the zone."""
+        return drive(self.observe(ZoneObservation(ts, len(people), image=image, people=people, mask=mask)))
+
+    def judge_steps(self, ob: ZoneObservation) -> Steps[Incident | None]:
+        """Observe the frame (yielding its pose request) and run the rule on it.
 
         A camera analysed faster than the model's ``sample_fps`` is thinned to it: the features (flow between
         observations, speeds, changes) mean what they meant in training only at that rate.
         """
-        return drive(self.update_steps(ts, image, people, mask))
-
-    def update_steps(self, ts: float, image: np.ndarray, people: Detections, mask: np.ndarray | None = None
-                     ) -> Steps[Incident | None]:
-        """``update`` as steps (``observe.drive_all`` batches the pose of many cameras' steps)."""
+        if ob.image is None:
+            raise ValueError("the conflict rule observes the frame: ZoneObservation.image is missing")
+        ts = ob.ts
         if self._last_ts is not None and ts - self._last_ts < 0.75 / self.model.sample_fps:
             return None
         self._last_ts = ts
-        ob = yield from self.observer.observe_steps(ts, image, people, mask)
-        return self.push(ob)
+        people = ob.people if ob.people is not None else Detections()
+        seen = yield from self.observer.observe_steps(ts, ob.image, people, ob.mask)
+        return self.push(seen)
 
     def push(self, ob: Observation) -> Incident | None:
-        """The rule on an observation already made (what ``update`` does after observing; replays use it)."""
+        """The rule on an observation already made (what ``observe`` does after observing; replays use it)."""
         ts = ob.ts
         self._window.append(ob)
         while self._window and self._window[0].ts <= ts - self.model.window_s - 1e-6:
@@ -91,17 +96,12 @@ class ConflictMonitor:
         on = self._run >= self.model.hold_windows
         phase = self.gate.step(ts, on, self.score < self.clear_score)
         if phase == "start":
-            return Incident("conflict", "start", self.camera_id, self.zone_id, ts, len(ob.xyxy), self.score,
-                            f"fight probability {self.score:.2f} over the last {self.model.window_s:g}s")
+            return self.incident("start", ts, len(ob.xyxy), self.score,
+                                 f"fight probability {self.score:.2f} over the last {self.model.window_s:g}s")
         if phase == "end":
-            return Incident("conflict", "end", self.camera_id, self.zone_id, ts, len(ob.xyxy), self.score,
-                            f"calm for {self.rule.clear_s:g}s")
+            return self.incident("end", ts, len(ob.xyxy), self.score, f"calm for {self.rule.clear_s:g}s")
         return None
 
-    def stop(self, ts: float, count: int) -> Incident | None:
+    def reset(self) -> None:
         self._window.clear()
         self._run = 0
-        if self.gate.stop(ts):
-            return Incident("conflict", "end", self.camera_id, self.zone_id, ts, count, 0.0,
-                            "outside the zone's active hours")
-        return None

@@ -7,24 +7,21 @@ most small people, in a crop around a close group it finds them. Motion is dense
 the frame, read inside each person's box. The training script and the runtime
 ``ConflictMonitor`` both go through ``Observer`` (one piece of code).
 
-Observing is a generator of steps (``observe_steps``): it yields a ``PoseRequest``
-where it needs pose and gets the answer sent back. ``drive`` answers at once (one
-frame: training, tests); ``drive_all`` advances the analyses of a whole inference
-batch together and answers each round's requests with one batched pose call, so
-at 492 cameras pose costs a few batched calls per batch, not one call per camera.
+Observing is a generator of steps (``observe_steps``, ``vision.steps``): it yields a
+``PoseRequest`` where it needs pose and gets the answer sent back, so the inference
+loop can batch the pose of a whole batch of cameras (``steps.drive_all``).
 """
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import cv2
 import numpy as np
 
 from ..detections import Detections, iou_matrix
+from ..steps import PoseRequest, PoseResults, Steps, drive
 
 N_KP = 17  # COCO keypoints
 CLOSE_H = 1.5  # two people are "close" when their centres are within this many mean body heights
@@ -33,8 +30,6 @@ MOTION_STATS: tuple[str, ...] = (
     "speed_p50", "speed_p90", "speed_p99", "top5_share", *(f"hof_{k}" for k in range(8)), "hof_entropy",
     "dspeed_mean", "dspeed_p90", "dspeed_burst",
 )
-
-
 
 
 @dataclass(slots=True)
@@ -145,65 +140,6 @@ class CropPose:
                             d.confidence.astype(np.float32)))
             out.append(per)
         return out
-
-
-PoseResults = list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # per window: boxes, keypoints, confidences
-
-
-@dataclass(frozen=True, slots=True)
-class PoseRequest:
-    """An observer's need for pose: crop windows (frame pixels, fastest first) of one frame, for this pose model."""
-
-    pose: CropPose
-    image: np.ndarray
-    windows: list[tuple[int, int, int, int]]
-
-
-R = TypeVar("R")
-Steps = Generator[PoseRequest, PoseResults, R]  # yields pose requests, is sent their results, returns R
-
-
-def drive(steps: Steps[R]) -> R:
-    """Run ``steps`` to the end, answering each pose request at once."""
-    try:
-        request = next(steps)
-        while True:
-            request = steps.send(request.pose.run(request.image, request.windows))
-    except StopIteration as done:
-        return done.value
-
-
-def drive_all(all_steps: list[Steps[Any]]) -> list[Any]:
-    """Run many ``steps`` side by side; each round's pose requests go to their pose model as one batched call.
-
-    Each generator sees its own requests answered in order, so a camera's analysis is the same as with ``drive``.
-    One that raises gets its exception as its result and the others go on (one camera must not stop the rest).
-    """
-    results: list[Any] = [None] * len(all_steps)
-    pending: dict[int, PoseRequest] = {}
-
-    def advance(i: int, answer: PoseResults | None) -> None:
-        try:
-            pending[i] = next(all_steps[i]) if answer is None else all_steps[i].send(answer)
-        except StopIteration as done:
-            results[i] = done.value
-        except Exception as err:  # noqa: BLE001  (handed to the caller, per generator)
-            results[i] = err
-
-    for i in range(len(all_steps)):
-        advance(i, None)
-    while pending:
-        by_model: dict[int, list[int]] = {}
-        for i, req in pending.items():
-            by_model.setdefault(id(req.pose), []).append(i)
-        asked, answers = dict(pending), {}
-        pending.clear()
-        for idx in by_model.values():
-            pose = asked[idx[0]].pose
-            answers.update(zip(idx, pose.run_many([asked[i] for i in idx])))
-        for i in sorted(answers):
-            advance(i, answers[i])
-    return results
 
 
 @dataclass(slots=True)
