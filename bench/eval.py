@@ -320,25 +320,35 @@ def folder_detections(data: Path, names: list[str], setup: DetectSetup) -> list[
     return unpack(cached(key, compute))
 
 
-def cmd_count(args) -> dict:
+
+def calibrated_detections(data: Path, cal) -> tuple[dict[str, float], list[str], np.ndarray | None, list]:
+    """A counted frame folder (frames/, counts.csv, roi_mask.png) detected with the setup a calibration was fitted
+    for: (counts, frame names in order, the ROI mask or None, detections above its confidence)."""
     import cv2
 
-    from vision.counting import CountCalibration, in_roi, read_counts
-    from vision.perspective import checked_in_order
+    from vision.counting import read_counts
 
-    data = Path(args.data)
-    if not (data / "counts.csv").exists() or not (data / "frames").is_dir():
-        raise SystemExit(f"{data}: expected frames/ and counts.csv (frame,count), like mall-train/")
-    cal = CountCalibration.load(args.calibration)
     counts = read_counts(data / "counts.csv")
     names = sorted(counts)
     roi_path = data / "roi_mask.png"
     roi = cv2.imread(str(roi_path), cv2.IMREAD_GRAYSCALE) if roi_path.exists() else None
     setup = DetectSetup(cal.detector["model"], int(cal.detector["imgsz"]), int(cal.detector.get("tiles", 0)))
     raw = folder_detections(data, names, setup)
+    return counts, names, roi, [detections_above(x, c, cal.detector.get("confidence", 0.0)) for x, c in raw]
+
+
+def cmd_count(args) -> dict:
+    import cv2
+
+    from vision.counting import CountCalibration, in_roi
+    from vision.perspective import checked_in_order
+
+    data = Path(args.data)
+    if not (data / "counts.csv").exists() or not (data / "frames").is_dir():
+        raise SystemExit(f"{data}: expected frames/ and counts.csv (frame,count), like mall-train/")
+    cal = CountCalibration.load(args.calibration)
+    counts, names, roi, dets = calibrated_detections(data, cal)
     true = np.array([counts[n] for n in names])
-    conf = cal.detector.get("confidence", 0.0)
-    dets = [detections_above(x, c, conf) for x, c in raw]
     if cal.detector.get("perspective_check", False):  # as the camera runs it: frames in name order
         first = cv2.imread(str(data / "frames" / names[0]))
         dets = checked_in_order(dets, (first.shape[1], first.shape[0]))
@@ -595,18 +605,12 @@ def zones_on_frames(args, data: Path) -> dict:
     scores), the frames in name order at ``--frames-fps``; the count as is and through the count calibration."""
     import cv2
 
-    from vision.counting import CountCalibration, in_roi, read_counts
+    from vision.counting import CountCalibration, in_roi
     from vision.detections import Detections
     from vision.perspective import checked_in_order
 
     cal = CountCalibration.load(args.calibration)
-    counts = read_counts(data / "counts.csv")
-    names = sorted(counts)
-    roi_path = data / "roi_mask.png"
-    roi = cv2.imread(str(roi_path), cv2.IMREAD_GRAYSCALE) if roi_path.exists() else None
-    setup = DetectSetup(cal.detector["model"], int(cal.detector["imgsz"]), int(cal.detector.get("tiles", 0)))
-    raw = folder_detections(data, names, setup)
-    dets = [detections_above(x, c, cal.detector.get("confidence", 0.0)) for x, c in raw]
+    counts, names, roi, dets = calibrated_detections(data, cal)
     first = cv2.imread(str(data / "frames" / names[0]))
     if cal.detector.get("perspective_check", False):
         dets = checked_in_order(dets, (first.shape[1], first.shape[0]))
