@@ -41,7 +41,7 @@ class Detections:
 
     @property
     def center(self) -> np.ndarray:
-        return np.stack([(self.xyxy[:, 0] + self.xyxy[:, 2]) / 2, (self.xyxy[:, 1] + self.xyxy[:, 3]) / 2], axis=1)
+        return centres(self.xyxy)
 
     @property
     def height(self) -> np.ndarray:
@@ -74,6 +74,22 @@ class Incident:
     count: int
     score: float  # confidence of the rule, 0..1
     detail: str = ""
+
+
+def centres(xyxy: np.ndarray) -> np.ndarray:
+    """The centre of every box (N, 4 xyxy): (N, 2)."""
+    return np.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2], axis=1)
+
+
+def assign(cost: np.ndarray, keep: np.ndarray) -> list[tuple[int, int]]:
+    """The optimal one-to-one pairs (row, column) of a cost matrix (Hungarian, scipy's), then only those ``keep``
+    allows: the tracker, the conflict features and the pose-to-person matching all pair things this way."""
+    from scipy.optimize import linear_sum_assignment  # well-kept; imported here so vision loads without scipy
+
+    if cost.size == 0:
+        return []
+    rows, cols = linear_sum_assignment(cost)
+    return [(int(r), int(c)) for r, c in zip(rows, cols) if keep[r, c]]
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:

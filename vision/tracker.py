@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .detections import Detections
+from .detections import Detections, assign
 
 
 class PersonTracker:
@@ -34,8 +34,6 @@ class PersonTracker:
 
     def update(self, ts: float, people: Detections) -> tuple[np.ndarray, np.ndarray]:
         """(analysed frames in a row seen, person id) for each of ``people`` (one frame's, in time order)."""
-        from scipy.optimize import linear_sum_assignment  # Hungarian assignment, well-kept
-
         pts, h = people.bottom_center.astype(np.float64), np.maximum(people.height.astype(np.float64), 1.0)
         runs, ids = np.ones(len(people), np.int64), np.zeros(len(people), np.int64)
         matched_prev = np.zeros(len(self._pts), bool)
@@ -45,11 +43,9 @@ class PersonTracker:
             dist = np.linalg.norm(pts[:, None, :] - self._pts[None, :, :], axis=2) / mean_h
             gate = np.maximum(self.SPEED_H * dt[None, :], self.MIN_GATE_H)
             cost = np.where(dist <= gate, dist, 1e6)
-            rows, cols = linear_sum_assignment(cost)
-            for r, c in zip(rows, cols):
-                if cost[r, c] < 1e6:
-                    runs[r], ids[r] = self._runs[c] + 1, self._ids[c]
-                    matched_prev[c] = True
+            for r, c in assign(cost, cost < 1e6):
+                runs[r], ids[r] = self._runs[c] + 1, self._ids[c]
+                matched_prev[c] = True
         for r in np.nonzero(ids == 0)[0]:
             ids[r], self._next_id = self._next_id, self._next_id + 1
         keep = ~matched_prev & (self._missed < self.MISS_FRAMES)  # carry the unseen for a frame

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..detections import assign, centres, iou_matrix
 from .observe import CLOSE_H, MOTION_STATS, Observation, close_pairs
 
 MOTION_PEAKS = ("speed_p90", "speed_p99", "top5_share", "dspeed_mean", "dspeed_p90", "dspeed_burst")
@@ -35,31 +36,17 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 
 
-def _centres(xyxy: np.ndarray) -> np.ndarray:
-    return np.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2], axis=1)
-
-
 def link(prev: np.ndarray, cur: np.ndarray, gate_h: float = 1.0) -> np.ndarray:
     """For each current box, the index of the same person in ``prev`` or -1 (optimal assignment by centre distance)."""
-    from scipy.optimize import linear_sum_assignment
-
     out = np.full(len(cur), -1, np.int64)
     if len(prev) == 0 or len(cur) == 0:
         return out
     h = np.maximum((cur[:, 3] - cur[:, 1])[:, None] + (prev[:, 3] - prev[:, 1])[None, :], 2.0) / 2
-    d = np.linalg.norm(_centres(cur)[:, None] - _centres(prev)[None], axis=2) / h
+    d = np.linalg.norm(centres(cur)[:, None] - centres(prev)[None], axis=2) / h
     cost = np.where(d <= gate_h, d, 1e6)
-    for r, c in zip(*linear_sum_assignment(cost)):
-        if cost[r, c] < 1e6:
-            out[r] = c
+    for r, c in assign(cost, cost < 1e6):
+        out[r] = c
     return out
-
-
-def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter + 1e-9)
 
 
 def _hip_centre(kp: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -151,7 +138,7 @@ def window_features(window: Sequence[Observation]) -> np.ndarray:
             if j >= 0 and dt > 0:
                 pb, cb = prev.xyxy[j], ob.xyxy[k]
                 ph, ch = max(pb[3] - pb[1], 1.0), max(cb[3] - cb[1], 1.0)
-                body.append(float(np.linalg.norm(_centres(cb[None])[0] - _centres(pb[None])[0])) / ch / dt)
+                body.append(float(np.linalg.norm(centres(cb[None])[0] - centres(pb[None])[0])) / ch / dt)
                 shape.append(abs(ch / max(cb[2] - cb[0], 1.0) - ph / max(pb[2] - pb[0], 1.0)) / dt
                              + abs(ch - ph) / ch / dt)
                 if ob.has_pose[k] and prev.has_pose[j]:
@@ -170,9 +157,9 @@ def window_features(window: Sequence[Observation]) -> np.ndarray:
         cur_pairs = {}
         for i, j in pairs:
             mh = (h[i] + h[j]) / 2
-            d = float(np.linalg.norm(_centres(ob.xyxy[[i]])[0] - _centres(ob.xyxy[[j]])[0]) / mh)
+            d = float(np.linalg.norm(centres(ob.xyxy[[i]])[0] - centres(ob.xyxy[[j]])[0]) / mh)
             dist.append(d)
-            iou.append(_box_iou(ob.xyxy[i], ob.xyxy[j]))
+            iou.append(float(iou_matrix(ob.xyxy[[i]], ob.xyxy[[j]])[0, 0]))
             fpair.append(_agg([ob.flow_mag[i], ob.flow_mag[j]], max, np.nan))
             chaos.append(_agg([ob.flow_chaos[i], ob.flow_chaos[j]], np.mean, np.nan))
             if ob.has_pose[i]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..detections import Detections, iou_matrix
+from ..detections import Detections, assign, iou_matrix
 from ..steps import PoseRequest, PoseResults, Steps, drive
 
 N_KP = 17  # COCO keypoints
@@ -265,12 +265,8 @@ def motion_window(field: FlowField | None, frame_wh: tuple[int, int], mask: np.n
 
 
 def _assign(dets: np.ndarray, poses: np.ndarray) -> list[tuple[int, int]]:
-    from scipy.optimize import linear_sum_assignment
-
-    if len(dets) == 0 or len(poses) == 0:
-        return []
     iou = iou_matrix(dets, poses)
-    return [(a, b) for a, b in zip(*linear_sum_assignment(-iou)) if iou[a, b] >= 0.3]
+    return assign(-iou, iou >= 0.3)
 
 
 class Observer:
