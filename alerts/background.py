@@ -54,14 +54,14 @@ class QueueBackground:
         for r in self.relays:
             r.stop()
 
-    def step(self) -> None:
+    def escalate_once(self) -> None:
         self.escalated += len(self.store.escalate_due())
         self.dead_lettered += len(self.store.sweep_dead_letters())
 
     def _escalate_loop(self) -> None:
         while not self._stop.wait(self.cfg.limits.check_every_s):
             try:
-                self.step()
+                self.escalate_once()
                 self.outage.ok()
             except redis.ConnectionError as err:  # Redis away for a while: logged once, the next round tries again
                 self.last_error = f"{type(err).__name__}: {err}"

@@ -137,7 +137,7 @@ class InferenceLoop(threading.Thread):
         self.frames += len(frames)
         self.batches += 1
 
-    def step(self) -> int:
+    def run_once(self) -> int:
         """One batch of what is there now, through all stages in this thread; returns how many frames."""
         self.batcher.poll()
         frames = self.batcher.take_batch()

@@ -208,6 +208,6 @@ def test_a_camera_whose_analysis_fails_does_not_take_the_batch_with_it(detector,
     loop = InferenceLoop(slots, wake, detector, analysers, delivered.append, BatchPolicy(max_batch=4))
     for i in range(3):
         put(slots, f"cam-{i}", images[i], 0)
-    assert loop.step() == 3  # all three in one batch
+    assert loop.run_once() == 3  # all three in one batch
     assert sorted(a.frame.camera_id for a in delivered) == ["cam-0", "cam-2"]
     assert "calibration file unreadable" in loop.stats()["error"]

@@ -77,7 +77,7 @@ def test_crowding_update_when_the_crowd_grows():
 
 def test_gate_cooldown_delays_rearm():
     g = Gate(hold_s=0, clear_s=1, cooldown_s=10)
-    phases = [(t, g.step(t, on, not on)) for t, on in [(0, True), (1, False), (2, False), (3, True), (12, True),
+    phases = [(t, g.update(t, on, not on)) for t, on in [(0, True), (1, False), (2, False), (3, True), (12, True),
                                                         (13, True)]]
     # starts at 0, ends at 2 (clear for 1 s), the condition at 3 is inside the cooldown, re-arms at 12
     assert [(t, p) for t, p in phases if p] == [(0, "start"), (2, "end"), (12, "start")]

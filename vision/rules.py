@@ -80,7 +80,7 @@ class Gate:
         self._since: float | None = None  # start of the run that may flip the state
         self._rearm_at = float("-inf")
 
-    def step(self, ts: float, on: bool, off: bool) -> Phase | None:
+    def update(self, ts: float, on: bool, off: bool) -> Phase | None:
         if not self.active:
             if not on or ts < self._rearm_at:
                 self._since = None
@@ -197,7 +197,7 @@ class CrowdingMonitor(GatedMonitor):
 
     def judge(self, ob: ZoneObservation) -> Incident | None:
         r, ts, count = self.rule, ob.ts, ob.count
-        phase = self.gate.step(ts, count >= r.effective_threshold, count < r.effective_clear_below)
+        phase = self.gate.update(ts, count >= r.effective_threshold, count < r.effective_clear_below)
         score = self.quiet_score(count)
         if phase == "start":
             self._peak = count
@@ -243,7 +243,7 @@ class GatheringMonitor(GatedMonitor):
         self._history.append((ts, smooth))
         rise = smooth - low
         on = rise >= r.rise and smooth >= r.min_count
-        phase = self.gate.step(ts, on, not on)
+        phase = self.gate.update(ts, on, not on)
         if phase is None:
             return None
         detail = (f"count rose from {low} to {smooth} within {r.within_s:g}s" if phase == "start"
@@ -285,7 +285,7 @@ class LoiteringMonitor(GatedMonitor):
         dwell = self.dwell(ts)
         loiterers = [pid for pid, d in dwell.items() if d >= self.rule.dwell_s]
         on = len(loiterers) >= self.rule.min_people
-        phase = self.gate.step(ts, on, not on)
+        phase = self.gate.update(ts, on, not on)
         if phase is None:
             return None
         longest = max(dwell.values(), default=0.0)

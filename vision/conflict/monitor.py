@@ -94,7 +94,7 @@ class ConflictMonitor(GatedMonitor):
         self.score = self._score()
         self._run = self._run + 1 if self.score >= self.min_score else 0
         on = self._run >= self.model.hold_windows
-        phase = self.gate.step(ts, on, self.score < self.clear_score)
+        phase = self.gate.update(ts, on, self.score < self.clear_score)
         if phase == "start":
             return self.incident("start", ts, len(ob.xyxy), self.score,
                                  f"fight probability {self.score:.2f} over the last {self.model.window_s:g}s")

@@ -167,7 +167,7 @@ class FlowMeter:
         return cv2.cvtColor(cv2.resize(image, (self.width, max(int(round(h * self.width / w)), 8)),
                                        interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
 
-    def step(self, ts: float, image: np.ndarray) -> FlowField | None:
+    def field(self, ts: float, image: np.ndarray) -> FlowField | None:
         grey = self._grey(image)
         prev, dt = self._prev, ts - self._prev_ts
         self._prev, self._prev_ts = grey, ts
@@ -307,7 +307,7 @@ class Observer:
         """``observe`` as steps: yields the frame's pose request (if pose is worth running), then returns."""
         h, w = image.shape[:2]
         xyxy = people.xyxy.astype(np.float32)
-        field = self.flow.step(ts, image)
+        field = self.flow.field(ts, image)
         stats = flow_stats(field, self._prev_speed, mask)
         self._prev_speed = field.speed if field is not None else None
         groups = groups_of(len(xyxy), close_pairs(xyxy))
