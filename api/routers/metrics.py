@@ -1,15 +1,18 @@
 """Prometheus metrics, scraped at /metrics: per camera and for the inference loop."""
 from __future__ import annotations
 
-from typing import get_args
+from typing import Annotated, get_args
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from gridwatch.config import GridwatchConfig
+from gridwatch.telemetry import Telemetry
 from streams.reader import CameraState
 
 from ..auth import metrics_access
+from ..deps import get_config, get_telemetry
 
 router = APIRouter()
 
@@ -19,9 +22,8 @@ STATES = get_args(CameraState)
 class TelemetryCollector:
     """Reads the pipeline's last report from Redis at scrape time (no second bookkeeping in the API)."""
 
-    def __init__(self, request: Request):
-        self.cfg = request.app.state.config
-        self.telemetry = request.app.state.telemetry
+    def __init__(self, cfg: GridwatchConfig, telemetry: Telemetry):
+        self.cfg, self.telemetry = cfg, telemetry
 
     def collect(self):
         health = self.telemetry.cameras()
@@ -59,7 +61,8 @@ class TelemetryCollector:
 
 
 @router.get("/metrics", include_in_schema=False, dependencies=[Depends(metrics_access)])
-def metrics(request: Request) -> Response:
+def metrics(cfg: Annotated[GridwatchConfig, Depends(get_config)],
+            telemetry: Annotated[Telemetry, Depends(get_telemetry)]) -> Response:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(TelemetryCollector(request))
+    registry.register(TelemetryCollector(cfg, telemetry))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
