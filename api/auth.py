@@ -15,6 +15,7 @@ from urllib.parse import quote
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 from pydantic import BaseModel, Field
+from starlette.requests import cookie_parser
 
 from alerts.cases import Case
 from gridwatch.accounts import ROLES, AccountBook
@@ -98,9 +99,21 @@ def get_throttle(request: Request) -> LoginThrottle:
     return LoginThrottle(store.r, store.p, a.login_failures, a.login_window_s)
 
 
+def request_token(authorization: str | None, cookie_header: str | None) -> tuple[str | None, bool]:
+    """The token a request carries (a bearer token wins), and whether it came as the session cookie, which a
+    browser sends on its own (so only then does a change need a same-origin check, api/guard.py)."""
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip() or None, False
+    cookie = cookie_parser(cookie_header or "").get(COOKIE) or None
+    return cookie, cookie is not None
+
+
 def user_from_request(request: Request, bearer: HTTPAuthorizationCredentials | None, cookie: str | None) -> User | None:
     token = bearer.credentials if bearer is not None else cookie
-    acc = get_accounts(request).resolve(token) if token else None
+    if not token:
+        return None
+    checked = getattr(request.state, "account", None)  # api/guard.py resolved it already for a change
+    acc = checked[1] if checked is not None and checked[0] == token else get_accounts(request).resolve(token)
     return None if acc is None else User(name=acc.name, role=acc.role, grids=acc.grids)
 
 

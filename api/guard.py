@@ -24,12 +24,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import json
 import re
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import redis
+
+from .auth import request_token
+from .errors import error_response, redis_unavailable
 
 KiB, MiB = 1024, 1024 * 1024
 PHOTO_LIMIT = 10 * MiB  # documented in the README and the photo route
@@ -71,14 +73,6 @@ def page_policy(html: bytes, path: str) -> str:
                               img=" https://fastapi.tiangolo.com" if docs else "")
 
 
-def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> tuple[dict, dict]:
-    body = json.dumps({"detail": detail, "status": status, "errors": []}).encode()
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-           (b"connection", b"close")] + [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    return ({"type": "http.response.start", "status": status, "headers": raw},
-            {"type": "http.response.body", "body": body})
-
-
 class RequestGuard:
     """See the module's docstring. ``app``: the ASGI app inside; the FastAPI app comes from ``scope["app"]``."""
 
@@ -95,15 +89,15 @@ class RequestGuard:
         if method in MUTATING:
             refusal = await self._refusal(scope, headers, method, path)
             if refusal is not None:
-                return await self._answer(send, *refusal)
+                return await self._answer(scope, receive, send, *refusal)
         if method in MUTATING or "content-length" in headers or "chunked" in headers.get("transfer-encoding", ""):
             limit = body_limit(path)
             declared = headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:
-                return await self._answer(send, 413, self._too_large(limit))
+                return await self._answer(scope, receive, send, 413, self._too_large(limit))
             body = await self._read(receive, limit)
             if body is None:
-                return await self._answer(send, 413, self._too_large(limit))
+                return await self._answer(scope, receive, send, 413, self._too_large(limit))
             receive = self._replay(body, receive)
         await self.app(scope, receive, send)
 
@@ -111,17 +105,15 @@ class RequestGuard:
     async def _refusal(self, scope, headers: dict[str, str], method: str, path: str) -> tuple | None:
         """(status, detail, headers) when the request must be refused on its headers alone; else None."""
         app = scope["app"]
-        bearer = headers.get("authorization", "")
-        token = bearer[7:].strip() if bearer.lower().startswith("bearer ") else None
-        cookie = None if token else _cookie(headers.get("cookie", ""))
+        token, cookie = request_token(headers.get("authorization"), headers.get("cookie"))
         if path.startswith("/api/") and path not in OPEN_ROUTES:
             user = None
-            if token or cookie:
+            if token:
                 try:
-                    user = await asyncio.to_thread(app.state.accounts.resolve, token or cookie)
+                    user = await asyncio.to_thread(app.state.accounts.resolve, token)
                 except redis.RedisError:
-                    from .errors import redis_unavailable  # one place decides what a Redis outage answers
-                    return redis_unavailable(app)
+                    return redis_unavailable(app)  # one place decides what a Redis outage answers
+                scope.setdefault("state", {})["account"] = (token, user)  # the route's login check reuses it
             if user is None:
                 return (401, "not logged in: POST /api/auth/login, then send the session cookie or "
                              "'Authorization: Bearer <access_token>'", {"WWW-Authenticate": "Bearer"})
@@ -181,10 +173,10 @@ class RequestGuard:
             f"request body too large: at most {limit // MiB} MiB here"
 
     @staticmethod
-    async def _answer(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
-        start, body = _error(status, detail, headers)
-        await send(start)
-        await send(body)
+    async def _answer(scope, receive, send: Send, status: int, detail: str, headers: dict[str, str] | None = None
+                      ) -> None:
+        """The API's one error body (api/errors.py); the connection closes, as the body may be left unread."""
+        await error_response(status, detail, headers={**(headers or {}), "Connection": "close"})(scope, receive, send)
 
     # -- headers on every answer ---------------------------------------------------------------------------------
     def _with_headers(self, scope, send: Send) -> Send:
@@ -218,13 +210,3 @@ class RequestGuard:
                 return await send({"type": "http.response.body", "body": html, "more_body": False})
             return await send(msg)
         return wrapped
-
-
-def _cookie(header: str) -> str | None:
-    from .auth import COOKIE
-
-    for part in header.split(";"):
-        name, _, value = part.strip().partition("=")
-        if name == COOKIE and value:
-            return value.strip('"')
-    return None

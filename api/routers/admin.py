@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 from alerts import CaseStore
 from gridwatch.config import Camera, Grid, GridwatchConfig, Problem, keep_secret, problems_of, save_config
 from gridwatch.configsync import ConfigChannel
-from streams.urls import UnsafeSource, check_source, has_masked_secret, mask_text, mask_url_field, url_secrets
+from streams.urls import UnsafeSource, has_masked_secret, mask_text, mask_url_field, url_secrets
 from vision.counting import calibration_problems
 
 from ..auth import ADMIN, ADMIN_PAGE, ANY, PAGE, AnyUser
@@ -229,23 +229,13 @@ RETYPE = ("type the password again: the stored one is kept only for the same sch
           "(and there must be one)")
 
 
-def _allowed(url: str, media_dirs: list[Path], loc: list) -> None:
-    """422 for a URL that may not be opened at all (another protocol, a file outside settings.media_dirs)."""
-    try:
-        check_source(url, media_dirs)
-    except UnsafeSource as err:
-        raise HTTPException(422, [_problem(loc, err.reason)]) from None
-
-
 async def _jpeg(url: str, cfg: GridwatchConfig, loc: list) -> Response:
     """One picture from an allowed URL; a failure is 502 with a coarse message, the detail goes to the log."""
     from streams.snapshot import MESSAGES, SnapshotError, grab
 
-    media_dirs = list(cfg.settings.media_dirs)
-    _allowed(url, media_dirs, loc)
-    try:
-        img = await asyncio.to_thread(grab, url, media_dirs, 8.0)
-    except UnsafeSource as err:  # the media dir changed under us
+    try:  # grab asks streams.urls.check_source first: a URL that may not be opened is refused before any I/O
+        img = await asyncio.to_thread(grab, url, list(cfg.settings.media_dirs), 8.0)
+    except UnsafeSource as err:
         raise HTTPException(422, [_problem(loc, err.reason)]) from None
     except SnapshotError as err:
         log.warning("camera picture from %s failed (%s): %s", mask_url_field(url), err.kind, err.detail)

@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse
 from gridwatch.accounts import AccountBook, AdminAudit
 from gridwatch.config import GridwatchConfig
 
-from ..auth import ANY, COOKIE, Admin, AnyUser, LoginThrottle, get_accounts, get_throttle
+from ..auth import ANY, COOKIE, Admin, AnyUser, LoginThrottle, get_accounts, get_throttle, request_token
 from ..deps import get_config
 from ..pagination import Paging, paging
 from ..schemas import AdminAuditEntry, AdminAuditOut, ErrorOut, LoginIn, TokenOut, UserOut
@@ -46,8 +46,7 @@ async def login(body: LoginIn, request: Request, response: Response, accounts: A
 def logout(request: Request, response: Response, accounts: Accounts) -> None:
     """End this session everywhere: the token (cookie or bearer) is revoked in Redis until it would have expired,
     so a copy of it (a stolen cookie, a token in a script) stops working too; the cookie is dropped."""
-    auth = request.headers.get("authorization", "")
-    token = auth[7:].strip() if auth.lower().startswith("bearer ") else request.cookies.get(COOKIE)
+    token, _ = request_token(request.headers.get("authorization"), request.headers.get("cookie"))
     if token:
         accounts.revoke(token)
     response.delete_cookie(COOKIE, path="/")

@@ -25,7 +25,6 @@ from vision.detections import IncidentKind
 from ..auth import AnyUser, check_case, check_grid, visible_cases, worker_may
 from ..deps import get_config, get_evidence, get_redis_url, get_store
 from ..errors import RETRY_AFTER_S
-from ..guard import PHOTO_LIMIT
 from ..pagination import Paging, paging
 from ..schemas import AuditOut, CaseDetail, CaseOut, ErrorOut, NoteIn, TakenCase, TransitionIn
 from . import queue
@@ -101,11 +100,8 @@ async def add_photo(case_id: str, store: Store, evidence: Evidence,
                     user: AnyUser, note: Annotated[str | None, Query(max_length=2000)] = None) -> CaseDetail:
     """A worker's photo: the image file's bytes as the request body (``Content-Type: image/jpeg`` or ``image/png``)."""
     worker_may(user, "photo", check_case(user, await asyncio.to_thread(_case_or_404, store, case_id)), actor)
-    data = photo
-    if len(data) > PHOTO_LIMIT:  # api/guard.py stops a longer body as it streams in; this keeps the route honest
-        raise HTTPException(413, f"photo too large ({len(data)} bytes); at most {PHOTO_LIMIT >> 20} MiB")
     try:
-        name = await asyncio.to_thread(evidence.save_photo, data)
+        name = await asyncio.to_thread(evidence.save_photo, photo)
     except PhotoTooLarge as err:
         raise HTTPException(413, str(err)) from None
     except ValueError as err:
