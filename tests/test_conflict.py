@@ -152,13 +152,15 @@ def test_scene_motion_tells_one_way_walking_from_a_scuffle():
 def test_a_faster_camera_is_thinned_to_the_models_rate():
     """At 10 analysed frames/s the monitor observes every other frame: the features keep their trained meaning."""
     from vision import Detections
+    from vision.rules import ZoneObservation
+    from vision.steps import drive
 
     model = ConflictModel.load(ROOT / "models" / "conflict" / "conflict-v3.json")
     mon = ConflictMonitor("cam", "z", ConflictRule(enabled=True), model, pose=None)
     img = np.zeros((120, 160, 3), np.uint8)
     seen = []
     for k in range(30):  # 3 s at 10 fps
-        mon.update(k / 10, img, Detections())
+        drive(mon.observe(ZoneObservation(k / 10, 0, image=img, people=Detections())))
         seen.append(mon._window[-1].ts)
     assert model.sample_fps == 5.0
     assert sorted(set(seen)) == [k / 10 for k in range(0, 30, 2)]  # 0.0, 0.2, 0.4 ...: 5 per second

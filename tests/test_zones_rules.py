@@ -18,6 +18,14 @@ from vision import (
     PolygonZone,
     density_level,
 )
+from vision.rules import ZoneObservation
+from vision.steps import drive
+
+
+def feed(monitor, ts: float, seen):
+    """One observation of a count (or of the ids of the people counted), as ZoneAnalyser makes it."""
+    ob = ZoneObservation(ts, seen) if isinstance(seen, int) else ZoneObservation(ts, len(seen), tuple(seen))
+    return drive(monitor.observe(ob))
 
 
 def dets(boxes, ids=None) -> Detections:
@@ -48,7 +56,7 @@ def test_pixel_polygon_scales_to_frame():
 
 def run(monitor, series):
     """Feed (ts, count) pairs; return the (ts, phase) of every incident."""
-    return [(ts, inc.phase) for ts, n in series if (inc := monitor.update(ts, n)) is not None]
+    return [(ts, inc.phase) for ts, n in series if (inc := feed(monitor, ts, n)) is not None]
 
 
 def test_crowding_needs_the_hold_time():
@@ -71,7 +79,7 @@ def test_crowding_hysteresis_and_clear_time():
 def test_crowding_update_when_the_crowd_grows():
     m = CrowdingMonitor("c", "z", CrowdingRule(threshold=3, hold_s=0))
     got = [(ts, inc.phase, inc.count) for ts, n in [(0, 3), (1, 3), (2, 5), (3, 4), (4, 6)]
-           if (inc := m.update(ts, n)) is not None]
+           if (inc := feed(m, ts, n)) is not None]
     assert got == [(0, "start", 3), (2, "update", 5), (4, "update", 6)]
 
 
@@ -95,7 +103,7 @@ def test_density_in_detail_with_levels():
     assert z.crowding.effective_density == 2.0 and z.crowding.effective_threshold == 20  # default level
     assert z.crowding.density is None and z.crowding.threshold is None  # derived, not written into the user's fields
     m = CrowdingMonitor("c", "z", z.crowding, z.area_m2)
-    inc = m.update(0, 36)
+    inc = feed(m, 0, 36)
     assert inc.phase == "start" and "3.6/m²" in inc.detail and "involuntary contact" in inc.detail
     assert density_level(1.0) == "free movement" and density_level(5.5) == "dangerous"
 
@@ -133,10 +141,10 @@ def test_loitering_counts_dwell_per_person():
     for t in range(0, 60, 2):
         ids = [1, 2] if t < 20 else [1]  # 2 walks off after 20 s; 1 stays
         ids += [100 + t]  # a passer-by each frame with a new id: never loitering
-        if (inc := m.update(t, ids)) is not None:
+        if (inc := feed(m, t, ids)) is not None:
             got.append((t, inc.phase))
     assert got == [(30, "start")]
-    assert m.update(62, [5]) is not None  # the loiterer left: the incident ends
+    assert feed(m, 62, [5]) is not None  # the loiterer left: the incident ends
 
 
 def test_active_hours_wrap_midnight():

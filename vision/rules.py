@@ -21,7 +21,7 @@ import numpy as np
 from gridwatch.config import DENSITY_LEVELS, CrowdingRule, GatheringRule, LoiteringRule
 
 from .detections import Detections, Incident, IncidentKind
-from .steps import Steps, drive
+from .steps import Steps
 from .zones import ActiveHours
 
 Phase = Literal["start", "end"]
@@ -191,10 +191,6 @@ class CrowdingMonitor(GatedMonitor):
         d = count / self.area_m2
         return f"{count} people, {d:.1f}/m² ({density_level(d)})"
 
-    def update(self, ts: float, count: int) -> Incident | None:
-        """``observe`` an observation of just a count."""
-        return drive(self.observe(ZoneObservation(ts, count)))
-
     def judge(self, ob: ZoneObservation) -> Incident | None:
         r, ts, count = self.rule, ob.ts, ob.count
         phase = self.gate.update(ts, count >= r.effective_threshold, count < r.effective_clear_below)
@@ -228,10 +224,6 @@ class GatheringMonitor(GatedMonitor):
         self.rule = rule
         self._raw: deque[int] = deque(maxlen=3)
         self._history: deque[tuple[float, int]] = deque()
-
-    def update(self, ts: float, count: int) -> Incident | None:
-        """``observe`` an observation of just a count."""
-        return drive(self.observe(ZoneObservation(ts, count)))
 
     def judge(self, ob: ZoneObservation) -> Incident | None:
         r, ts = self.rule, ob.ts
@@ -271,11 +263,6 @@ class LoiteringMonitor(GatedMonitor):
 
     def dwell(self, ts: float) -> dict[int, float]:
         return {pid: ts - t0 for pid, t0 in self._first_seen.items()}
-
-    def update(self, ts: float, person_ids: tuple[int, ...] | list[int]) -> Incident | None:
-        """``observe`` an observation of just the ids of the people in the zone."""
-        ids = tuple(person_ids)
-        return drive(self.observe(ZoneObservation(ts, len(ids), ids)))
 
     def judge(self, ob: ZoneObservation) -> Incident | None:
         ts, ids = ob.ts, set(ob.track_ids)

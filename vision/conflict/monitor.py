@@ -5,13 +5,11 @@ from collections import deque
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
-
 from gridwatch.config import ConflictRule
 
 from ..detections import Detections, Incident
 from ..rules import GatedMonitor, ZoneObservation
-from ..steps import Steps, drive
+from ..steps import Steps
 from ..zones import ActiveHours
 from .features import window_features
 from .model import DEFAULT_MODEL, ConflictModel
@@ -62,12 +60,6 @@ class ConflictMonitor(GatedMonitor):
         if len(w) < 2 or w[-1].ts - w[0].ts < 0.75 * self.model.window_s:
             return 0.0  # not a full window yet
         return float(self.model.proba(window_features(list(w)))[0])
-
-    def update(self, ts: float, image: np.ndarray, people: Detections, mask: np.ndarray | None = None
-               ) -> Incident | None:
-        """``observe`` one analysed frame; ``mask`` (frame-sized, nonzero inside) keeps the motion search inside
-        the zone."""
-        return drive(self.observe(ZoneObservation(ts, len(people), image=image, people=people, mask=mask)))
 
     def judge_steps(self, ob: ZoneObservation) -> Steps[Incident | None]:
         """Observe the frame (yielding its pose request) and run the rule on it.
