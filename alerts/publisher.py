@@ -12,7 +12,7 @@ from vision.zones import PolygonZone
 from .cases import Alert, Case, CaseStore, incident_id_for, priority_of
 from .clips import ClipRecorder
 from .evidence import EvidenceStore, annotate
-from .spool import Outbox, Spool
+from .spool import Outbox, Spool, adopt_orphans
 
 if TYPE_CHECKING:
     from vision.analyser import Analysis
@@ -30,13 +30,17 @@ class AlertPublisher:
     """
 
     def __init__(self, cfg: GridwatchConfig, store: CaseStore, evidence: EvidenceStore, *,
-                 clips: ClipRecorder | None = None, spool_dir: Path | None = None):
+                 clips: ClipRecorder | None = None, spool_dir: Path | None = None, worker: str | None = None):
+        """``worker``: this process's name in the fleet; its spool is ``<spool_dir>/<prefix>.<worker>`` and the spools that
+        dead workers left beside it are delivered first (``adopt_orphans``)."""
         self.cfg, self.evidence = cfg, evidence
         self.store = store.with_policy(cfg.alerts)
         self.cameras = {c.id: c for c in cfg.cameras}
         self.zones = {(c.id, z.id): PolygonZone(z.id, z.polygon) for c in cfg.cameras for z in c.zones}
-        spool_dir = spool_dir or cfg.alerts.spool_dir or Path(evidence.dir).parent / "spool"
-        self.outbox = Outbox(Spool(spool_dir), self._deliver)
+        root = spool_dir or cfg.alerts.spool_dir or Path(evidence.dir).parent / "spool"
+        own = root / f"{self.store.p}.{worker}" if worker else root  # the key prefix too: spools deliver to it
+        self.outbox = Outbox(Spool(own), self._deliver)
+        self.adopted = adopt_orphans(root, own, self._deliver, f"{self.store.p}.") if worker else []
         if clips is None and cfg.alerts.clip.enabled:
             clips = ClipRecorder(evidence, cfg.alerts.clip)
         self.clips = clips
@@ -119,8 +123,11 @@ class AlertPublisher:
             self.clips.close(timeout)
         self.outbox.flush(min(timeout, 10.0))
         self.outbox.close()
+        for outbox in self.adopted:
+            outbox.flush(min(timeout, 5.0))
+            outbox.close()
 
     def stats(self) -> dict:
         return {"published": self.published, "spooling": self.outbox.spooling, "spooled": self.outbox.spooled,
-                "replayed": self.outbox.replayed, "rejected": self.outbox.rejected,
+                "replayed": self.outbox.replayed + sum(o.replayed for o in self.adopted), "rejected": self.outbox.rejected,
                 "clips": self.clips.stats() if self.clips is not None else None}

@@ -26,8 +26,12 @@ UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError
                ConnectionError, TimeoutError)
 
 
+class SpoolInUse(RuntimeError):
+    """Another live process holds this spool (its lock): it is theirs to deliver."""
+
+
 class Spool:
-    """An append-only file of operations, fsynced before ``append`` returns."""
+    """An append-only file of operations, fsynced before ``append`` returns; one process holds it (flock)."""
 
     def __init__(self, directory: Path):
         self.dir = Path(directory)
@@ -40,7 +44,7 @@ class Spool:
             fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._fh.close()
-            raise RuntimeError(f"spool {self.path} is in use by another gridwatch process; give each process its "
+            raise SpoolInUse(f"spool {self.path} is in use by another gridwatch process; give each process its "
                                "own alerts.spool_dir (or settings.data_dir)") from None
         self.offset = self._read_offset()
 
@@ -114,8 +118,9 @@ class Outbox:
     """
 
     def __init__(self, spool: Spool, deliver: Callable[[dict], object], retry_s: float = 0.5,
-                 max_retry_s: float = 5.0):
-        self.spool, self.deliver = spool, deliver
+                 max_retry_s: float = 5.0, adopted: bool = False):
+        """``adopted``: the spool of a process that died; once delivered, it is closed and its folder removed."""
+        self.spool, self.deliver, self.adopted = spool, deliver, adopted
         self.retry_s, self.max_retry_s = retry_s, max_retry_s
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -173,7 +178,9 @@ class Outbox:
                     if self.spool.size() == self.spool.offset:
                         self.spool.compact()
                         self._spooling = False
-                        log.info("spool drained: Redis has every alert again")
+                        log.info("spool %s drained: Redis has every alert again", self.spool.dir)
+                        if self.adopted:
+                            self._retire()
                     return
             done = self.spool.offset
             try:
@@ -200,8 +207,52 @@ class Outbox:
             time.sleep(0.05)
         return not self._spooling
 
+    def _retire(self) -> None:
+        """An adopted spool is delivered: nobody will write it again (its process is dead), so it goes."""
+        self._stop.set()
+        if not self.spool.rejected_path.exists():  # refused operations stay for a person to look at
+            for f in (self.spool.path, self.spool.offset_path):
+                f.unlink(missing_ok=True)
+            try:
+                self.spool.dir.rmdir()
+            except OSError:
+                pass
+        self.spool.close()
+
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
-        self._thread.join(5)
-        self.spool.close()
+        if self._thread is not threading.current_thread():
+            self._thread.join(5)
+        if not self.spool._fh.closed:
+            self.spool.close()
+
+
+def adopt_orphans(root: Path, own: Path, deliver: Callable[[dict], object], name_prefix: str = "") -> list[Outbox]:
+    """Deliver the spools that processes which died on this machine left under ``root``.
+
+    Each worker spools into its own folder under ``alerts.spool_dir``; a folder whose lock nobody holds belongs to a
+    dead process (the kernel drops a dead process's flock), so the first worker to start after it takes it over and
+    delivers it in order, in the background (``name_prefix``: only spools of the same Redis key prefix; ``root``
+    itself is a spool from before spools were per worker). The delivery is idempotent on the Redis side, so an alert the dead
+    worker sent just before dying (and had not yet marked delivered) still makes one case.
+    """
+    adopted: list[Outbox] = []
+    candidates = [root] + sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(name_prefix)) \
+        if root.is_dir() else []
+    for folder in candidates:
+        if folder.resolve() == own.resolve() or not (folder / "alerts.jsonl").exists():
+            continue
+        try:
+            spool = Spool(folder)
+        except SpoolInUse:
+            continue  # a live process's spool
+        outbox = Outbox(spool, deliver, adopted=True)
+        if spool.has_pending():
+            log.warning("spool %s of a process that is gone: %d bytes to deliver", folder, spool.size() - spool.offset)
+            adopted.append(outbox)
+        elif folder != root:
+            outbox._retire()
+        else:
+            outbox.close()
+    return adopted

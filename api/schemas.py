@@ -140,7 +140,10 @@ class CameraOut(BaseModel):
     fps: float
     url: str = Field(description="detect stream URL with any password masked")
     view_url: str | None = Field(default=None, description="main stream URL, password masked")
-    state: Literal["unknown"] | CameraState = "unknown"
+    state: Literal["unknown", "unowned"] | CameraState = Field(
+        default="unknown", description="unknown: never reported; unowned: its worker died or it is moving to another, "
+        "so nobody analyses it right now; otherwise its reader's state")
+    worker: str | None = Field(default=None, description="the worker process that runs it (or ran it, when unowned)")
     since: float | None = Field(default=None, description="when the camera entered its state (unix seconds)")
     history: list[CameraStateChange] = Field(default_factory=list, description="recent state changes, oldest first")
     fps_in: float = Field(default=0.0, description="frames decoded per second")
@@ -287,3 +290,39 @@ class MapCamera(BaseModel):
 class MapOut(BaseModel):
     grids: list[MapGrid]
     cameras: list[MapCamera]
+
+
+class InferenceOut(BaseModel):
+    fps: float = Field(default=0.0, description="frames analysed per second since the worker started")
+    mean_batch: float = 0.0
+    max_batch: int | None = None
+    latency_p50_ms: float | None = Field(default=None, description="packet arrival to incidents, median")
+    latency_p95_ms: float | None = None
+    frames: int = 0
+    discarded: int = Field(default=0, description="analyses not published: the camera had moved or the lease was "
+                                                  "in doubt")
+    error: str | None = None
+
+
+class WorkerOut(BaseModel):
+    name: str
+    host: str
+    pid: int
+    capacity: int = Field(description="its weight on the fleet's hash ring")
+    started: float
+    heartbeat: float = Field(description="its last report (unix seconds); reports older than 10 s drop it from the list")
+    cameras: list[str] = Field(description="the cameras it owns now")
+    inference: InferenceOut
+
+
+class CameraOwnerOut(BaseModel):
+    id: str
+    grid: str
+    worker: str | None = Field(description="the live worker that owns it; None when nobody does")
+    state: str = Field(description="its reader's state, 'unowned' when its worker is gone, 'unknown' before any report")
+
+
+class FleetOut(BaseModel):
+    workers: list[WorkerOut]
+    cameras: list[CameraOwnerOut]
+    unowned: int = Field(description="enabled cameras no live worker owns")

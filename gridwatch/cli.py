@@ -126,6 +126,46 @@ def cmd_serve(args) -> int:
                   analyse=False)
 
 
+def cmd_worker(args) -> int:
+    """One pipeline process of a fleet: it runs the cameras the fleet's hash ring gives it (gridwatch/fleet.py)."""
+    import re
+
+    from gridwatch.service import Service
+    from gridwatch.telemetry import WorkerInfo
+    from models import WeightsNotFound
+
+    if (cfg := _config_or_report(args.config)) is None:
+        return 1
+    _logging(args.verbose, cfg)
+    if args.capacity < 1:
+        print(f"error: --capacity {args.capacity}: a worker carries at least 1 (its weight on the hash ring)",
+              file=sys.stderr)
+        return 1
+    if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", args.name):
+        print(f"error: --name {args.name!r}: use 1-64 letters, digits, '.', '_' or '-' (it names the worker's spool "
+              "folder)", file=sys.stderr)
+        return 1
+    if not (os.environ.get("REDIS_URL") or cfg.settings.redis_url):
+        print("error: a worker shares the fleet's Redis: set REDIS_URL or settings.redis_url in "
+              f"{args.config} (`gridwatch run` is the single-process mode, with an embedded Valkey)", file=sys.stderr)
+        return 1
+    worker = WorkerInfo.this_process(args.name, args.capacity)
+    try:
+        with Service(cfg, Path(args.config), api=False, fleet=True, worker=worker) as svc:
+            print(f"worker {worker.name} (pid {worker.pid}, capacity {worker.capacity}) joined the fleet "
+                  f"'{cfg.fleet.group}'", flush=True)
+            deadline = time.monotonic() + args.duration if args.duration else None
+            while deadline is None or time.monotonic() < deadline:
+                time.sleep(0.5)
+            stats = svc.pipeline.inference.stats()
+            print(f"worker {worker.name}: analysed {stats['frames']} frames; alerts published: "
+                  f"{svc.pipeline.publisher.published}")
+    except WeightsNotFound as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _password(args) -> str:
     import getpass
 
@@ -226,6 +266,17 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="one pipeline process of a fleet: runs its share of the cameras "
+                                           "(start several, on one machine or many, on one Redis)")
+    worker.add_argument("--config", required=True)
+    worker.add_argument("--capacity", type=int, default=32,
+                        help="its weight on the fleet's hash ring: cameras it carries relative to the others "
+                             "(docs/fleet.md sizes it)")
+    worker.add_argument("--name", help="its name in the fleet (default host-pid); a restart under the same name "
+                                       "reuses its spool")
+    worker.add_argument("--duration", type=float, help="stop after this many seconds")
+    worker.set_defaults(func=cmd_worker)
 
     from gridwatch.accounts import ROLES
 

@@ -19,7 +19,7 @@ import redis
 from alerts import AlertPublisher, CaseStore
 from alerts.outage import OutageLog
 from gridwatch.config import GridwatchConfig
-from gridwatch.telemetry import Telemetry
+from gridwatch.telemetry import Telemetry, WorkerInfo
 from streams import CameraReader, FrameSlot
 from vision.analyser import Analysis, CameraAnalyser
 from vision.batching import BatchPolicy, DynamicBatcher
@@ -212,16 +212,25 @@ class Pipeline:
     """Everything that runs per fleet: readers, the inference loop, the publisher and health reporting."""
 
     def __init__(self, cfg: GridwatchConfig, detector: Detector, store: CaseStore, publisher: AlertPublisher,
-                 health_every_s: float = 1.0, overlay_every_s: float = 0.2):
+                 health_every_s: float = 1.0, overlay_every_s: float = 0.2, worker: WorkerInfo | None = None,
+                 owned: set[str] | None = None, lease: Callable[[], bool] | None = None):
+        """``owned``: the cameras this worker runs (None: every enabled camera, a fleet of one); ``lease``: asked
+        before anything is published (gridwatch.fleet.FleetMember.valid: false while a frozen worker may have lost
+        its cameras to another)."""
         self.cfg, self.store, self.publisher = cfg, store, publisher
+        self.worker = worker or WorkerInfo.this_process()
+        self._owned = owned
+        self._lease = lease or (lambda: True)
         self.wake = threading.Event()
-        cams = [c for c in cfg.cameras if c.enabled]
-        self.slots = {c.id: FrameSlot(self.wake) for c in cams}
-        self.readers = {c.id: self._reader(c) for c in cams}
-        self.telemetry = Telemetry(store.r, store.p)
-        self.analysers = {c.id: CameraAnalyser(c, detector=cfg.detector) for c in cams}
+        cams = self._cameras(cfg)
+        self.active = cams  # the cameras this process runs now
+        self.slots = {cid: FrameSlot(self.wake) for cid in cams}
+        self.readers = {cid: self._reader(c) for cid, c in cams.items()}
+        self.telemetry = Telemetry(store.r, store.p, worker=self.worker)
+        self.analysers = {cid: CameraAnalyser(c, detector=cfg.detector) for cid, c in cams.items()}
         self._reconfig_lock = threading.Lock()
         self.zone_counts: dict[tuple[str, str], int] = {}
+        self.discarded = 0  # analyses not published: the lease was in doubt or the camera had moved away
         det = cfg.detector
         self.inference = InferenceLoop(self.slots, self.wake, detector, self.analysers, self._on_analysis,
                                        BatchPolicy(det.max_batch, det.max_wait_ms / 1000, det.max_age_ms / 1000))
@@ -234,6 +243,15 @@ class Pipeline:
         self._overlay_lock = threading.Lock()
         self._overlay_every = overlay_every_s
         self._overlay_thread = threading.Thread(target=self._write_overlays, name="overlays", daemon=True)
+
+    def _cameras(self, cfg: GridwatchConfig) -> dict:
+        return {c.id: c for c in cfg.cameras if c.enabled and (self._owned is None or c.id in self._owned)}
+
+    def assign(self, owned: set[str] | None) -> dict[str, list[str]]:
+        """Run these cameras from now on (the fleet moved some here or away); the config stays as it is."""
+        with self._reconfig_lock:
+            self._owned = None if owned is None else set(owned)
+        return self.reconfigure(self.cfg)
 
     def _reader(self, cam) -> CameraReader:
         ing = self.cfg.ingest
@@ -249,9 +267,8 @@ class Pipeline:
         a camera that vanished under it.
         """
         with self._reconfig_lock:
-            old = {c.id: c for c in self.cfg.cameras if c.enabled}
-            new = {c.id: c for c in cfg.cameras if c.enabled}
-            self.cfg = cfg
+            old, new = self.active, self._cameras(cfg)
+            self.cfg, self.active = cfg, new
             changes: dict[str, list[str]] = {"added": [], "removed": [], "restarted": [], "rezoned": []}
             for cid in old.keys() - new.keys():
                 self.readers.pop(cid).stop(timeout=0)
@@ -278,6 +295,9 @@ class Pipeline:
             return changes
 
     def _on_analysis(self, analysis: Analysis) -> None:
+        if not self._lease() or analysis.frame.camera_id not in self.active:
+            self.discarded += 1  # another worker may own this camera now: publishing would double its alerts
+            return
         for z in analysis.zones:
             self.zone_counts[(z.camera_id, z.zone_id)] = z.count
         overlay = overlay_of(analysis)
@@ -287,7 +307,7 @@ class Pipeline:
 
     def health(self) -> dict[str, dict]:
         out = {}
-        for cid, reader in self.readers.items():
+        for cid, reader in list(self.readers.items()):
             h = reader.snapshot_health()
             h["zones"] = {z: n for (c, z), n in self.zone_counts.items() if c == cid}
             out[cid] = h
@@ -297,7 +317,8 @@ class Pipeline:
         outage = OutageLog("Redis (camera health)", log)  # logged once per outage, not once per round
         while not self._stop.wait(self._health_every):
             try:
-                self.telemetry.put(self.health(), self.inference.stats())
+                self.telemetry.put(self.health(), {**self.inference.stats(), "discarded": self.discarded},
+                                   owned=list(self.active))
                 outage.ok()
             except redis.ConnectionError as err:  # Redis away: the next round tries again
                 outage.failed(err)
@@ -330,3 +351,7 @@ class Pipeline:
         for r in self.readers.values():
             r.stop()
         self.inference.stop()
+        try:
+            self.telemetry.retire()  # gone now, not when the record expires
+        except redis.RedisError:
+            pass

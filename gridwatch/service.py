@@ -18,7 +18,9 @@ from api import create_app
 from api.server import uvicorn_config
 from gridwatch.config import GridwatchConfig, mask_url
 from gridwatch.configsync import ConfigChannel
+from gridwatch.fleet import FleetMember
 from gridwatch.runtime import Pipeline
+from gridwatch.telemetry import WorkerInfo
 from models import resolve_weights
 from vision.detector import PersonDetector
 
@@ -35,6 +37,10 @@ def redis_url_for(cfg: GridwatchConfig, stack: ExitStack) -> str:
     return server.url
 
 
+def enabled_ids(cfg: GridwatchConfig) -> list[str]:
+    return [c.id for c in cfg.cameras if c.enabled]
+
+
 @dataclass
 class Service:
     """One running gridwatch, assembled in one place; ``with Service(cfg) as s:`` and everything stops on exit.
@@ -49,6 +55,10 @@ class Service:
     config_path: Path | None = None  # the YAML file admin changes are saved to (None: the demo's built config)
     analyse: bool = True
     prefix: str = "gw"  # Redis key prefix (tests run several services on one Redis)
+    api: bool = True
+    fleet: bool = False  # join the fleet and run only this worker's share of the cameras
+    worker: WorkerInfo = field(default_factory=WorkerInfo.this_process)
+    member: FleetMember | None = None
     pipeline: Pipeline | None = None
     store: CaseStore | None = None
     background: QueueBackground | None = None
@@ -58,6 +68,7 @@ class Service:
     def __enter__(self) -> "Service":
         try:
             cfg = self.cfg
+            published = None
             det_cfg = cfg.detector
             # weights first: no weights, no start, before any server is up
             weights = resolve_weights(det_cfg.model, det_cfg.weights_dirs, cfg.settings.data_dir / "weights") \
@@ -67,20 +78,35 @@ class Service:
             client.ping()
             self._stack.callback(client.close)
             self.store = CaseStore(client, prefix=self.prefix).with_policy(cfg.alerts)
+            channel = ConfigChannel(client, self.store.p)
+            if self.fleet and (published := channel.current()) is not None:
+                # a worker joins a running fleet: the config of record is the one published (admin changes
+                # included), not the file this process happened to start with
+                cfg = self.cfg = published
             self.evidence = EvidenceStore(cfg.alerts.evidence_dir)
             self.background = QueueBackground(self.store, self.evidence, cfg.alerts).start()
             self._stack.callback(self.background.stop)
             if self.analyse:
-                publisher = AlertPublisher(cfg, self.store, self.evidence)
+                publisher = AlertPublisher(cfg, self.store, self.evidence, worker=self.worker.name)
                 self._stack.callback(publisher.close)  # finishes clips being encoded (runs after the pipeline stops)
-                self.pipeline = Pipeline(cfg, PersonDetector(weights, det_cfg), self.store, publisher).start()
+                owned, lease = None, None
+                if self.fleet:  # nothing is ours until the ring says so
+                    self.member = FleetMember(cfg.fleet.url or self.redis_url, self.worker, cfg.fleet, self.prefix)
+                    owned, lease = set(), self.member.valid
+                self.pipeline = Pipeline(cfg, PersonDetector(weights, det_cfg), self.store, publisher,
+                                         worker=self.worker, owned=owned, lease=lease).start()
                 self._stack.callback(self.pipeline.stop)
-            self.app = create_app(cfg, self.store, self.redis_url, self.evidence)
-            self.app.state.pipeline = self.pipeline
-            self.app.state.config_path = self.config_path
+                if self.member is not None:
+                    self.member.on_change = self.pipeline.assign
+                    self.member.start(enabled_ids(cfg))
+                    self._stack.callback(self.member.stop)  # leaves first: the others take the cameras at once
+            self.app = None
+            if self.api:
+                self.app = create_app(cfg, self.store, self.redis_url, self.evidence)
+                self.app.state.pipeline = self.pipeline
+                self.app.state.config_path = self.config_path
             # admin changes: published by any API process, applied in each (and to the pipeline) without a restart
-            channel = ConfigChannel(client, self.store.p)
-            if self.analyse:
+            if self.analyse and not (self.fleet and published is not None):
                 channel.publish(cfg, actor="startup")
             stop = threading.Event()
             self._stack.callback(stop.set)
@@ -92,9 +118,12 @@ class Service:
 
     def _apply(self, cfg: GridwatchConfig) -> None:
         self.cfg = cfg
-        self.app.state.config = cfg
+        if self.app is not None:
+            self.app.state.config = cfg
         if self.pipeline is not None:
             self.pipeline.reconfigure(cfg)
+        if self.member is not None:  # an added camera starts on exactly one worker: the one the ring names
+            self.member.share(enabled_ids(cfg))
 
     def __exit__(self, *exc) -> None:
         self._stack.close()

@@ -12,8 +12,9 @@ TEST=0
 APT_PACKAGES="python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
   gstreamer1.0-libav"
-# tests: Debian's Chromium (browser tests), Mosquitto (the MQTT output's real broker)
-[ "$TEST" = 1 ] && APT_PACKAGES="$APT_PACKAGES chromium mosquitto"
+# tests: Debian's Chromium (browser tests), Mosquitto (the MQTT output's real broker), ZooKeeper (the fleet's
+# membership on ZooKeeper; the tests start their own server from its jars)
+[ "$TEST" = 1 ] && APT_PACKAGES="$APT_PACKAGES chromium mosquitto zookeeper"
 
 missing=""
 for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done

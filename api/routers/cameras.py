@@ -13,7 +13,7 @@ from streams.urls import mask_text, mask_url_field, url_secrets
 from ..auth import STAFF, AnyUser, check_grid
 from ..deps import get_config, get_store, get_telemetry
 from ..pagination import Paging, paging
-from ..schemas import CameraOut, ErrorOut, GridOut, ZoneOut
+from ..schemas import CameraOut, CameraOwnerOut, ErrorOut, FleetOut, GridOut, InferenceOut, WorkerOut, ZoneOut
 
 router = APIRouter(prefix="/api")
 Store = Annotated[CaseStore, Depends(get_store)]
@@ -70,6 +70,25 @@ def get_camera(camera_id: str, cfg: Config, telemetry: Health, user: AnyUser) ->
         raise HTTPException(404, f"no camera {camera_id}") from None
     check_grid(user, cam.grid)
     return camera_out(cam, telemetry.cameras().get(camera_id, {}))
+
+
+@router.get("/fleet", tags=["system"], dependencies=[STAFF])
+def fleet(cfg: Config, telemetry: Health) -> FleetOut:
+    """The worker processes and which camera each owns; a camera whose worker died shows as unowned until another
+    takes it (never as online from its last record)."""
+    workers = telemetry.workers()
+    health = telemetry.cameras(workers)
+    owners = telemetry.owners(workers)
+    cams = [CameraOwnerOut(id=c.id, grid=c.grid, worker=owners.get(c.id),
+                           state=health.get(c.id, {}).get("state", "unknown") if c.id in owners else
+                           ("unowned" if c.id in health else "unknown"))
+            for c in cfg.cameras if c.enabled]
+    return FleetOut(workers=[WorkerOut(**{k: w[k] for k in ("name", "host", "pid", "capacity", "started", "heartbeat",
+                                                             "cameras")},
+                                       inference=InferenceOut(**{k: v for k, v in w.get("pipeline", {}).items()
+                                                                 if k in InferenceOut.model_fields}))
+                             for w in workers],
+                    cameras=cams, unowned=sum(1 for c in cams if c.worker is None))
 
 
 @router.get("/pipeline", tags=["system"], dependencies=[STAFF])

@@ -16,7 +16,7 @@ from ..deps import get_config, get_telemetry
 
 router = APIRouter()
 
-STATES = get_args(CameraState)
+STATES = (*get_args(CameraState), "unowned")
 
 
 class TelemetryCollector:
@@ -26,8 +26,11 @@ class TelemetryCollector:
         self.cfg, self.telemetry = cfg, telemetry
 
     def collect(self):
-        health = self.telemetry.cameras()
-        labels = ["camera", "grid"]
+        workers = self.telemetry.workers()
+        health = self.telemetry.cameras(workers)
+        # the worker that runs (or last ran) the camera: a camera's counters are per reader, so they restart when it
+        # moves, and a series per worker keeps them monotonic, as Prometheus expects of a counter
+        labels = ["camera", "grid", "worker"]
         up = GaugeMetricFamily("gridwatch_camera_state", "1 for the camera's current state", labels=labels + ["state"])
         fps_in = GaugeMetricFamily("gridwatch_camera_fps_in", "frames decoded per second", labels=labels)
         fps_an = GaugeMetricFamily("gridwatch_camera_fps_analysed", "frames analysed per second", labels=labels)
@@ -39,7 +42,7 @@ class TelemetryCollector:
         zone = GaugeMetricFamily("gridwatch_zone_count", "people in the zone", labels=labels + ["zone"])
         for cam in self.cfg.cameras:
             h = health.get(cam.id, {})
-            lv = [cam.id, cam.grid]
+            lv = [cam.id, cam.grid, h.get("worker") or ""]
             for s in STATES:
                 up.add_metric(lv + [s], 1.0 if h.get("state") == s else 0.0)
             fps_in.add_metric(lv, h.get("fps_in", 0.0))
@@ -49,15 +52,23 @@ class TelemetryCollector:
             for zid, n in h.get("zones", {}).items():
                 zone.add_metric(lv + [zid], n)
         yield from (up, fps_in, fps_an, zone, *counters.values())
-        p = self.telemetry.pipeline()
-        if p:
-            yield CounterMetricFamily("gridwatch_inference_frames", "frames through the model", value=p["frames"])
-            yield CounterMetricFamily("gridwatch_inference_batches", "model calls", value=p["batches"])
-            for q in ("p50", "p95"):
-                v = p.get(f"latency_{q}_ms")
-                if v is not None:
-                    yield GaugeMetricFamily(f"gridwatch_inference_latency_{q}_ms",
-                                            f"hand-off to incidents, {q}", value=v)
+        wl = ["worker", "host"]
+        alive = GaugeMetricFamily("gridwatch_worker_up", "1 for each worker process reporting", labels=wl)
+        owned = GaugeMetricFamily("gridwatch_worker_cameras", "cameras the worker owns", labels=wl)
+        frames = CounterMetricFamily("gridwatch_inference_frames", "frames through the model", labels=wl)
+        batches = CounterMetricFamily("gridwatch_inference_batches", "model calls", labels=wl)
+        latency = {q: GaugeMetricFamily(f"gridwatch_inference_latency_{q}_ms", f"hand-off to incidents, {q}",
+                                        labels=wl) for q in ("p50", "p95")}
+        for w in workers:
+            lv, p = [w["name"], w["host"]], w.get("pipeline") or {}
+            alive.add_metric(lv, 1.0)
+            owned.add_metric(lv, len(w.get("cameras", [])))
+            frames.add_metric(lv, p.get("frames", 0))
+            batches.add_metric(lv, p.get("batches", 0))
+            for q, fam in latency.items():
+                if (v := p.get(f"latency_{q}_ms")) is not None:
+                    fam.add_metric(lv, v)
+        yield from (alive, owned, frames, batches, *latency.values())
 
 
 @router.get("/metrics", include_in_schema=False, dependencies=[Depends(metrics_access)])

@@ -33,10 +33,10 @@ from .detector import DetectorConfig
 from .files import ConfigError, keep_secret, load_config, parse_config, problems_of, save_config, written_data
 from .model import GridwatchConfig
 from .rules import CONFLICT_FPS, DENSITY_LEVELS, ConflictRule, CrowdingRule, GatheringRule, LoiteringRule
-from .settings import IngestConfig, LiveConfig, Settings
+from .settings import FleetConfig, IngestConfig, LiveConfig, Settings
 
 __all__ = ["CONFLICT_FPS", "DENSITY_LEVELS", "AlertsConfig", "AuthConfig", "Camera", "CaseLimits", "ClipConfig",
            "ConfigError", "ConfigProblems", "ConflictRule", "CrowdingRule", "DeliveryConfig", "DetectorConfig",
-           "GatheringRule", "GeoPolygon", "Grid", "GridwatchConfig", "IngestConfig", "LiveConfig", "LoiteringRule",
+           "FleetConfig", "GatheringRule", "GeoPolygon", "Grid", "GridwatchConfig", "IngestConfig", "LiveConfig", "LoiteringRule",
            "MqttOutput", "OutputsConfig", "Problem", "RetentionConfig", "Settings", "WebhookOutput", "Zone",
            "keep_secret", "load_config", "mask_url", "parse_config", "problems_of", "save_config", "written_data"]

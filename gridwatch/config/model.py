@@ -12,7 +12,7 @@ from .auth import AuthConfig
 from .base import ConfigProblems, Problem, _Strict
 from .cameras import Camera, Grid
 from .detector import DetectorConfig
-from .settings import IngestConfig, LiveConfig, Settings
+from .settings import FleetConfig, IngestConfig, LiveConfig, Settings
 
 
 class GridwatchConfig(_Strict):
@@ -24,6 +24,7 @@ class GridwatchConfig(_Strict):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     settings: Settings = Field(default_factory=Settings)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)
 
     @model_validator(mode="after")
     def _references(self) -> "GridwatchConfig":

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .base import _Strict
 
@@ -35,3 +35,31 @@ class Settings(_Strict):
         default_factory=list, description="folders whose video files may be used as cameras (demo, tests; relative to "
         "the config file); empty: no local files at all, only rtsp:// and rtsps:// URLs")
     redis_url: str | None = Field(default=None, description="use this Redis/Valkey; empty starts an embedded Valkey")
+
+
+class FleetConfig(_Strict):
+    """How worker processes share the cameras (gridwatch/fleet.py): a tooz partitioned group.
+
+    Each ``gridwatch worker`` joins the group with its capacity as weight and runs the cameras the group's consistent
+    hash ring gives it; a worker that stops heartbeating leaves the group after ``membership_timeout_s`` and the others
+    take its cameras.
+    """
+
+    url: str | None = Field(
+        default=None, description="coordination backend: redis://, rediss:// or zookeeper://host:port; default: the "
+        "Redis gridwatch uses (REDIS_URL, settings.redis_url or the embedded Valkey)")
+    group: str = Field(default="cameras", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+                       description="the group's name; fleets sharing one backend need different names")
+    heartbeat_s: float = Field(default=1.0, gt=0, le=10, description="how often a worker says it is alive")
+    membership_timeout_s: float = Field(
+        default=3.0, ge=1, le=60, description="a worker silent this long is out and its cameras move "
+        "(ZooKeeper: at least twice the server's tickTime)")
+
+    @model_validator(mode="after")
+    def _beats_within_timeout(self) -> "FleetConfig":
+        if self.heartbeat_s * 2 > self.membership_timeout_s:
+            raise ValueError(f"heartbeat_s ({self.heartbeat_s:g}) must be at most half of membership_timeout_s "
+                             f"({self.membership_timeout_s:g}): one late beat would drop a healthy worker")
+        if self.url is not None and not self.url.startswith(("redis://", "rediss://", "zookeeper://")):
+            raise ValueError(f"url {self.url!r}: use redis://, rediss:// or zookeeper://host:port")
+        return self

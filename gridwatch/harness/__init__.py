@@ -8,6 +8,7 @@
 from .clips import make_h264_clip, make_resolution_change_clip
 from .rtsp import RtspServer, free_port, rtsp_server_available
 from .serving import serving
+from .zookeeper import ZooKeeperServer, zookeeper_available
 
-__all__ = ["RtspServer", "free_port", "make_h264_clip", "make_resolution_change_clip", "rtsp_server_available",
-           "serving"]
+__all__ = ["RtspServer", "ZooKeeperServer", "free_port", "make_h264_clip", "make_resolution_change_clip",
+           "rtsp_server_available", "serving", "zookeeper_available"]
