@@ -310,8 +310,9 @@ class WorkerOut(BaseModel):
     pid: int
     capacity: int = Field(description="its weight on the fleet's hash ring")
     started: float
-    heartbeat: float = Field(description="its last report (unix seconds); reports older than 10 s drop it from the list")
+    heartbeat: float = Field(description="its last report (unix seconds); reports older than 5 s drop it from the list")
     cameras: list[str] = Field(description="the cameras it owns now")
+    fenced: int = Field(default=0, description="times it dropped its cameras after a freeze had cost it its membership")
     inference: InferenceOut
 
 

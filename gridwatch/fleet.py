@@ -35,13 +35,18 @@ PARTITIONS = 32  # ring points per unit of weight; every member of a group must 
 
 
 def tooz_url(url: str, fleet: FleetConfig) -> str:
-    """A gridwatch Redis URL (``redis://[:pw@]host:port/db``) or a ZooKeeper URL in tooz's form, with the timeouts.
+    """A gridwatch Redis URL (``redis://[:pw@]host:port/db``, ``unix:///path.sock``) or a ZooKeeper URL in tooz's
+    form, with the timeouts.
 
     tooz's Redis driver reads the database and timeouts from the query, not the path; its socket timeout must stay
     below the membership timeout, or one hung call would outlast the membership it is meant to keep.
     """
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
+    if parts.scheme == "unix":  # the embedded Valkey's socket: tooz's Redis driver takes a path without a host
+        query.update(db=query.get("db", "0"), timeout=str(max(1, int(fleet.membership_timeout_s / 2))),
+                     membership_timeout=f"{fleet.membership_timeout_s:g}")
+        return urlunsplit(("redis", "", parts.path, urlencode(query), ""))
     if parts.scheme in ("redis", "rediss"):
         db = parts.path.strip("/") or query.pop("db", "0")
         query.update(db=db, timeout=str(max(1, int(fleet.membership_timeout_s / 2))),
@@ -74,6 +79,7 @@ class FleetMember:
         self._stop = threading.Event()
         self._last_attempt = time.monotonic()
         self._lost = threading.Event()  # set by whoever first notices the membership may be gone
+        self._members_seen = 0
         self.fenced = 0  # how many times this worker dropped its cameras because it had been declared dead
         self.coord = coordination.get_coordinator(self.url, self.member_id)
         self.partitioner = None
@@ -135,6 +141,10 @@ class FleetMember:
         self._cameras = sorted(cameras)
         return self._recompute()
 
+    def stats(self) -> dict:
+        """For the worker's report: how often it was fenced, when it last (re)joined, how many members it sees."""
+        return {"fenced": self.fenced, "members": self._members_seen}
+
     def members(self) -> list[str]:
         return sorted(m.decode() for m in self.coord.get_members(self.group).get())
 
@@ -164,7 +174,9 @@ class FleetMember:
                 if self._lost.is_set():
                     self._fence()
                 self.coord.run_watchers()  # joins and leaves since the last call move the ring
-                if self.member_id not in self.coord.get_members(self.group).get():
+                members = self.coord.get_members(self.group).get()
+                self._members_seen = len(members)
+                if self.member_id not in members:
                     log.warning("worker %s is no longer a member of %s (declared dead while away): dropping its "
                                 "cameras", self.worker.name, self.group.decode())
                     self._lost.set()

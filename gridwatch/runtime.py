@@ -213,14 +213,16 @@ class Pipeline:
 
     def __init__(self, cfg: GridwatchConfig, detector: Detector, store: CaseStore, publisher: AlertPublisher,
                  health_every_s: float = 1.0, overlay_every_s: float = 0.2, worker: WorkerInfo | None = None,
-                 owned: set[str] | None = None, lease: Callable[[], bool] | None = None):
+                 owned: set[str] | None = None, lease: Callable[[], bool] | None = None,
+                 fleet_stats: Callable[[], dict] | None = None):
         """``owned``: the cameras this worker runs (None: every enabled camera, a fleet of one); ``lease``: asked
         before anything is published (gridwatch.fleet.FleetMember.valid: false while a frozen worker may have lost
-        its cameras to another)."""
+        its cameras to another); ``fleet_stats``: the membership's numbers for the worker's report."""
         self.cfg, self.store, self.publisher = cfg, store, publisher
         self.worker = worker or WorkerInfo.this_process()
         self._owned = owned
         self._lease = lease or (lambda: True)
+        self._fleet_stats = fleet_stats or dict
         self.wake = threading.Event()
         cams = self._cameras(cfg)
         self.active = cams  # the cameras this process runs now
@@ -317,8 +319,11 @@ class Pipeline:
         outage = OutageLog("Redis (camera health)", log)  # logged once per outage, not once per round
         while not self._stop.wait(self._health_every):
             try:
-                self.telemetry.put(self.health(), {**self.inference.stats(), "discarded": self.discarded},
-                                   owned=list(self.active))
+                # a worker whose lease is in doubt (just woken from a freeze) claims nothing until it rejoined
+                owned = list(self.active) if self._lease() else []
+                self.telemetry.put({c: h for c, h in self.health().items() if c in owned},
+                                   {**self.inference.stats(), "discarded": self.discarded, **self._fleet_stats()},
+                                   owned=owned)
                 outage.ok()
             except redis.ConnectionError as err:  # Redis away: the next round tries again
                 outage.failed(err)

@@ -89,12 +89,12 @@ class Service:
             if self.analyse:
                 publisher = AlertPublisher(cfg, self.store, self.evidence, worker=self.worker.name)
                 self._stack.callback(publisher.close)  # finishes clips being encoded (runs after the pipeline stops)
-                owned, lease = None, None
+                owned, lease, fleet_stats = None, None, None
                 if self.fleet:  # nothing is ours until the ring says so
                     self.member = FleetMember(cfg.fleet.url or self.redis_url, self.worker, cfg.fleet, self.prefix)
-                    owned, lease = set(), self.member.valid
+                    owned, lease, fleet_stats = set(), self.member.valid, self.member.stats
                 self.pipeline = Pipeline(cfg, PersonDetector(weights, det_cfg), self.store, publisher,
-                                         worker=self.worker, owned=owned, lease=lease).start()
+                                         worker=self.worker, owned=owned, lease=lease, fleet_stats=fleet_stats).start()
                 self._stack.callback(self.pipeline.stop)
                 if self.member is not None:
                     self.member.on_change = self.pipeline.assign

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-STALE_S = 10.0  # a camera record older than this is not believed (workers write every second)
+STALE_S = 5.0  # a report older than this is not believed: workers report every second, so five went missing
 
 
 @dataclass(frozen=True)

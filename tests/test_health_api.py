@@ -78,14 +78,14 @@ def test_a_dead_workers_camera_is_unowned_not_online(api):
 
 
 def test_a_worker_that_stopped_reporting_drops_out(api):
-    """A paused worker's record may not have expired yet; a report older than 10 s no longer counts."""
+    """A paused worker's record may not have expired yet; a report older than 5 s no longer counts."""
     import json
     import time
 
     report(api, state="online")
     key = f"{api.store.p}:worker:w-a"
     record = json.loads(api.store.r.get(key))
-    api.store.r.zadd(f"{api.store.p}:workers", {"w-a": time.time() - 11})
+    api.store.r.zadd(f"{api.store.p}:workers", {"w-a": time.time() - 6})
     api.store.r.set(key, json.dumps(record), ex=30)
     assert api.get("/api/fleet").json()["workers"] == []
     assert api.get("/api/cameras/cam-1").json()["state"] == "unowned"

@@ -85,6 +85,7 @@ def fleet(cfg: Config, telemetry: Health) -> FleetOut:
             for c in cfg.cameras if c.enabled]
     return FleetOut(workers=[WorkerOut(**{k: w[k] for k in ("name", "host", "pid", "capacity", "started", "heartbeat",
                                                              "cameras")},
+                                       fenced=w.get("pipeline", {}).get("fenced", 0),
                                        inference=InferenceOut(**{k: v for k, v in w.get("pipeline", {}).items()
                                                                  if k in InferenceOut.model_fields}))
                              for w in workers],

@@ -1,6 +1,8 @@
 """The rules a zone runs: crowding, conflict, loitering, gathering; their gates and hysteresis."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from pydantic import Field, PrivateAttr, model_validator
 
 from .base import _Strict
@@ -77,14 +79,61 @@ class CrowdingRule(_Gate):
         return self.density if self.density is not None else self._density
 
 
+class ConflictPoint(NamedTuple):
+    """One measured operating point of the conflict rule (docs/accuracy.md, ``bench/eval.py fight
+    --operating-points``): the threshold and persistence, and what they bought on the evaluation data."""
+
+    false_alarms_per_hour: float  # expected per camera-hour on calm footage (the row's key)
+    min_score: float  # the persistent score (k-th highest of the last n windows) that starts an incident
+    k: int
+    n: int
+    recall: float  # on fight-dev, cross-validation grouped by source video
+    precision: float  # same
+
+
+# Measured for models/conflict/conflict-v3.json with the vetoes on, without calibration (``bench/eval.py fight
+# --operating-points``, bench/results/eval_fight_operating_points_fight-dev.json; docs/accuracy.md): recall and
+# precision under 5-fold CV grouped by source video on fight-dev; the rate is the alerts counted on the calm footage
+# of ../shared (3 cameras, 3.9 minutes: one alert there is 15.5 per hour, so these rates are coarse). Most sensitive
+# first. A zone's false_alarms_per_hour picks the most sensitive row whose rate is at or below it; below every row,
+# the strictest row, and the camera's calibration aims at the zone's rate.
+CONFLICT_OPERATING_POINTS: tuple[ConflictPoint, ...] = (
+    ConflictPoint(77.4, 0.30, 1, 6, 0.798, 0.590),
+    ConflictPoint(61.9, 0.50, 2, 6, 0.677, 0.650),
+    ConflictPoint(46.4, 0.60, 2, 6, 0.616, 0.656),
+    ConflictPoint(31.0, 0.60, 3, 6, 0.545, 0.675),
+)
+DEFAULT_FALSE_ALARMS_PER_HOUR = 2.0  # the project's target on calm footage
+
+
+def conflict_point(false_alarms_per_hour: float) -> ConflictPoint:
+    """The most sensitive documented operating point expected to stay within ``false_alarms_per_hour``."""
+    fits = [p for p in CONFLICT_OPERATING_POINTS if p.false_alarms_per_hour <= false_alarms_per_hour]
+    return max(fits, key=lambda p: p.false_alarms_per_hour) if fits else min(
+        CONFLICT_OPERATING_POINTS, key=lambda p: p.false_alarms_per_hour)
+
+
 class ConflictRule(_Gate):
-    """Fights and scuffles, from the pose-based classifier in models/conflict (vision.conflict)."""
+    """Fights and scuffles, from the pose-based classifier in models/conflict (vision.conflict).
+
+    Sensitivity is set as the false alarms per camera-hour the zone can live with (``false_alarms_per_hour``);
+    the rule turns it into a threshold and a persistence through the measured operating points
+    (``CONFLICT_OPERATING_POINTS``) and, with ``calibrate``, each camera's own calm scores. ``min_score`` is the
+    older way (a raw classifier threshold, no veto, no calibration); it still works, but not with the rate.
+    """
 
     enabled: bool = True
     hold_s: float = Field(default=0.0, ge=0.0, description="seconds the classifier's score must stay above min_score")
+    false_alarms_per_hour: float | None = Field(
+        default=None, gt=0.0, le=1000.0,
+        description="sensitivity: false alarms per camera-hour expected on calm footage (lower: fewer alarms, fewer "
+                    f"fights found); default {DEFAULT_FALSE_ALARMS_PER_HOUR:g}. See docs/accuracy.md for the recall "
+                    "each rate buys",
+    )
     min_score: float | None = Field(
         default=None, ge=0.0, le=1.0,
-        description="classifier probability that starts an incident; default: the threshold the model was validated at",
+        description="raw classifier probability that starts an incident (the older setting: no veto, no "
+                    "calibration); leave it out and set false_alarms_per_hour instead",
     )
     clear_score: float | None = Field(
         default=None, ge=0.0, le=1.0,
@@ -92,13 +141,35 @@ class ConflictRule(_Gate):
     )
     clear_s: float = Field(default=5.0, ge=0.0)
     cooldown_s: float = Field(default=30.0, ge=0.0)
+    vetoes: bool = Field(default=True, description="no alert while nobody stands close to anybody or a crowd "
+                                                   "moves one way")
+    calibrate: bool = Field(default=True, description="each camera learns its own calm scores in its first "
+                                                      "calibrate_s and raises its threshold to meet the rate")
+    calibrate_s: float = Field(default=3600.0, ge=60.0, le=7 * 24 * 3600.0,
+                               description="seconds of a camera's first operation it learns its calm from")
 
     @model_validator(mode="after")
     def _hysteresis(self) -> "ConflictRule":
-        if self.clear_score is not None and self.min_score is not None and self.clear_score > self.min_score:
-            raise ValueError(f"clear_score ({self.clear_score}) must not exceed min_score ({self.min_score}); "
+        if self.min_score is not None and self.false_alarms_per_hour is not None:
+            raise ValueError(f"set either false_alarms_per_hour ({self.false_alarms_per_hour:g}) or min_score "
+                             f"({self.min_score:g}), not both: false_alarms_per_hour chooses the score itself")
+        start = self.min_score if self.min_score is not None else self.operating_point.min_score
+        if self.clear_score is not None and self.clear_score > start:
+            name = "min_score" if self.min_score is not None else \
+                f"the score false_alarms_per_hour {self.target_per_hour:g} starts at"
+            raise ValueError(f"clear_score ({self.clear_score}) must not exceed {name} ({start:g}); "
                              "lower it so a fight that flickers does not end and restart")
         return self
+
+    @property
+    def target_per_hour(self) -> float:
+        """The zone's false-alarm rate: ``false_alarms_per_hour``, or the default."""
+        return self.false_alarms_per_hour if self.false_alarms_per_hour is not None else DEFAULT_FALSE_ALARMS_PER_HOUR
+
+    @property
+    def operating_point(self) -> ConflictPoint:
+        """The measured threshold and persistence for the zone's rate (``conflict_point``)."""
+        return conflict_point(self.target_per_hour)
 
 
 class LoiteringRule(_Gate):

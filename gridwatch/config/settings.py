@@ -60,6 +60,6 @@ class FleetConfig(_Strict):
         if self.heartbeat_s * 2 > self.membership_timeout_s:
             raise ValueError(f"heartbeat_s ({self.heartbeat_s:g}) must be at most half of membership_timeout_s "
                              f"({self.membership_timeout_s:g}): one late beat would drop a healthy worker")
-        if self.url is not None and not self.url.startswith(("redis://", "rediss://", "zookeeper://")):
-            raise ValueError(f"url {self.url!r}: use redis://, rediss:// or zookeeper://host:port")
+        if self.url is not None and not self.url.startswith(("redis://", "rediss://", "unix://", "zookeeper://")):
+            raise ValueError(f"url {self.url!r}: use redis://, rediss://, unix:// (a socket) or zookeeper://host:port")
         return self
