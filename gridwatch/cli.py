@@ -56,8 +56,12 @@ def _first_admin(cfg) -> str:
 
 
 def _serve(cfg, host: str, port: int, duration: float | None, banner: str, config_path: str | None = None,
-           login: str = "", analyse: bool = True) -> int:
-    """``run``, ``demo`` and (``analyse=False``) ``serve``: one Service, served until Ctrl-C, SIGTERM or ``duration``."""
+           login: str = "", analyse: bool = True, workers: Path | None = None, n_workers: int = 0) -> int:
+    """``run``, ``demo`` and (``analyse=False``) ``serve``: one Service, served until Ctrl-C, SIGTERM or ``duration``.
+
+    ``n_workers`` (the demo's ``--workers``): the pipeline runs in that many ``gridwatch worker`` processes on the
+    config file ``workers``, sharing this process's Redis, instead of in this process.
+    """
     from alerts.redis_server import DataDirInUse
     from gridwatch.service import Service
     from models import WeightsNotFound
@@ -65,7 +69,10 @@ def _serve(cfg, host: str, port: int, duration: float | None, banner: str, confi
     banner += _first_admin(cfg)
     login = login or "Log in with your gridwatch account (`gridwatch user add` makes one)"
     try:
-        with Service(cfg, Path(config_path) if config_path else None, analyse=analyse) as svc:
+        with Service(cfg, Path(config_path) if config_path else None, analyse=analyse and not n_workers) as svc, \
+                ExitStack() as fleet:
+            if n_workers:
+                banner += _start_workers(fleet, workers, svc.redis_url, n_workers)
             url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
             svc.serve(host, port, duration,
                       on_ready=lambda: print(f"{banner}\nOperator page: {url}\n{login}", flush=True))
@@ -80,6 +87,29 @@ def _serve(cfg, host: str, port: int, duration: float | None, banner: str, confi
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def _start_workers(stack: ExitStack, config: Path, redis_url: str, n: int) -> str:
+    """``n`` worker processes on ``config`` and this Redis; stopped (SIGTERM, then SIGKILL) when ``stack`` closes."""
+    import subprocess
+
+    env = {**os.environ, "REDIS_URL": redis_url}
+    lines = []
+    for i in range(1, n + 1):
+        name = f"demo-{i}"
+        proc = subprocess.Popen([sys.executable, "-m", "gridwatch.cli", "worker", "--config", str(config),
+                                 "--name", name], env=env)
+
+        def stop(proc=proc) -> None:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        stack.callback(stop)
+        lines.append(f"\nworker {name}: pid {proc.pid} (kill -9 {proc.pid} moves its cameras to the others)")
+    return "".join(lines)
 
 
 def cmd_run(args) -> int:
@@ -111,8 +141,16 @@ def cmd_demo(args) -> int:
         print(f"demo: {len(urls)} cameras ({', '.join(urls)}); {how}", flush=True)
         cfg = demo_config(urls, data_dir)
         login = demo_accounts(cfg)
+        fleet_config = None
+        if args.workers:  # the workers read the demo's config from a file, as every `gridwatch worker` does
+            from gridwatch.config import save_config
+
+            fleet_config = data_dir / "demo-fleet.yaml"
+            data_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, fleet_config)
         t0 = time.time()
-        rc = _serve(cfg, args.host, args.port, args.duration, "gridwatch demo running; Ctrl-C stops it", login=login)
+        rc = _serve(cfg, args.host, args.port, args.duration, "gridwatch demo running; Ctrl-C stops it", login=login,
+                    workers=fleet_config, n_workers=args.workers)
         print(f"demo ran {time.time() - t0:.0f} s")
         return rc
 
@@ -259,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--duration", type=float, help="stop after this many seconds")
     demo.add_argument("--data-dir", default="var/demo")
     demo.add_argument("--no-rtsp", action="store_true", help="read the files directly")
+    demo.add_argument("--workers", type=int, default=0, choices=range(0, 9), metavar="N",
+                      help="run the pipeline in N worker processes (the fleet; 0: in this process)")
     demo.set_defaults(func=cmd_demo)
 
     serve = sub.add_parser("serve", help="serve the API and pages only (the pipeline runs with `gridwatch run`)")
