@@ -84,8 +84,9 @@ class Service:
                 # included), not the file this process happened to start with
                 cfg = self.cfg = published
             self.evidence = EvidenceStore(cfg.alerts.evidence_dir)
-            self.background = QueueBackground(self.store, self.evidence, cfg.alerts).start()
-            self._stack.callback(self.background.stop)
+            if self.api:  # the queue's jobs run beside the API (any number of replicas); a worker only publishes
+                self.background = QueueBackground(self.store, self.evidence, cfg.alerts).start()
+                self._stack.callback(self.background.stop)
             if self.analyse:
                 publisher = AlertPublisher(cfg, self.store, self.evidence, worker=self.worker.name)
                 self._stack.callback(publisher.close)  # finishes clips being encoded (runs after the pipeline stops)
