@@ -3,8 +3,9 @@
 Membership and assignment come from OpenStack tooz, not hand-rolled leases: each worker joins a *partitioned group*
 (consistent hashing, its capacity as weight) on the coordination backend (the Redis gridwatch already uses, or
 ZooKeeper), heartbeats on its own thread, and sees others join and leave through ``run_watchers()``. A camera is a
-worker's when ``Partitioner.belongs_to_self(camera_id)``; every worker computes the same ring, so ownership is
-disjoint and covers every camera without any worker telling another what to do.
+worker's when ``assign`` (the partitioner's ring, with bounded loads) names it; every worker computes the same
+answer from the same members, so ownership is disjoint and covers every camera without any worker telling another
+what to do.
 
 Fencing. A worker that was frozen (SIGSTOP, a long GC pause, a VM migration) may come back after the others took its
 cameras. Its own heartbeat thread measures the gap between two of its attempts; a gap longer than the membership
@@ -18,12 +19,14 @@ into its open case (``dedupe``), so a handover never doubles a case.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tooz import ToozError, coordination, partitioner
+from tooz.hashring import HashRing
 
 from gridwatch.config import FleetConfig
 from gridwatch.telemetry import WorkerInfo
@@ -32,6 +35,36 @@ from streams.urls import mask_url
 log = logging.getLogger(__name__)
 
 PARTITIONS = 32  # ring points per unit of weight; every member of a group must use the same number (tooz's default)
+LOAD_BOUND = 1.2  # no worker gets more than this times its fair share (consistent hashing with bounded loads)
+
+
+def assign(ring: HashRing, cameras: Iterable[str], bound: float = LOAD_BOUND) -> dict[str, bytes]:
+    """camera -> member, the same on every member that sees the same members: consistent hashing with bounded loads.
+
+    Plain consistent hashing puts 492 cameras on 16 equal workers with the busiest at 1.3x its fair share (balls
+    in bins, however many points the ring has). Here each camera goes to the first member clockwise from its hash
+    that is below ``bound`` x its weighted share (Mirrokni, Thorup and Zadimoghaddam, "Consistent Hashing with
+    Bounded Loads", SODA 2018), walked in a fixed order of camera ids, so every member computes the same answer and
+    a join or leave still moves only about 1/N of the cameras (measured in bench/fleet.py). tooz's Partitioner
+    gives the ring and its membership; it has no bounded variant, hence this function.
+    """
+    cams = sorted(cameras)
+    if not ring.nodes or not cams:
+        return {}
+    total = sum(ring.nodes.values())
+    room = {n: math.ceil(bound * len(cams) * w / total) for n, w in ring.nodes.items()}
+    load: dict[bytes, int] = dict.fromkeys(ring.nodes, 0)
+    out = {}
+    for cid in cams:
+        key, full = cid.encode(), set()
+        while True:
+            node = next(iter(ring.get_nodes(key, ignore_nodes=full)))
+            if load[node] < room[node] or len(full) + 1 >= len(ring.nodes):
+                break
+            full.add(node)  # full: the next member clockwise
+        out[cid] = node
+        load[node] += 1
+    return out
 
 
 def tooz_url(url: str, fleet: FleetConfig) -> str:
@@ -198,10 +231,7 @@ class FleetMember:
     def _recompute(self) -> set[str]:
         if self._lost.is_set() or self.partitioner is None:
             return self.owned()
-        try:
-            mine = {c for c in self._cameras if self.partitioner.belongs_to_self(c)}
-        except (IndexError, KeyError):  # an empty ring (every member gone, ourselves included): nothing is ours
-            mine = set()
+        mine = {c for c, member in assign(self.partitioner.ring, self._cameras).items() if member == self.member_id}
         self._set_owned(mine)
         return mine
 

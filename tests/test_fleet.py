@@ -259,3 +259,38 @@ def test_membership_on_zookeeper(six_cameras, fleet_redis, tmp_path):
             assert wait_for(lambda: fleet.settled(cams, {"z2"}) and
                             all(fleet.analysed_by(c, "z2") > 0 for c in cams), TIMEOUT_S + 3 + 15), fleet.owners()
             print(f"ZooKeeper: re-owned after kill -9 in {time.monotonic() - t0:.1f} s")
+
+
+def test_assignment_is_balanced_consistent_and_the_same_everywhere():
+    """Every member computes the same owners from the same members (in any order it saw them join); no worker gets
+    more than 1.25x its fair share of 492 cameras; a join moves about 1/(N+1) of them; weights are honoured."""
+    import random
+
+    from tooz.hashring import HashRing
+
+    from gridwatch.fleet import PARTITIONS, assign
+
+    cams = [f"cam-{i:03d}" for i in range(492)]
+    for n in (3, 8, 16):
+        names = [f"worker-{i}".encode() for i in range(n)]
+        rings = []
+        for seed in (1, 2):
+            ring = HashRing([], partitions=PARTITIONS)
+            order = names[:]
+            random.Random(seed).shuffle(order)
+            for m in order:
+                ring.add_node(m, 32)
+            rings.append(ring)
+        a, b = assign(rings[0], cams), assign(rings[1], reversed(cams))
+        assert a == b and set(a) == set(cams)
+        loads = {m: sum(v == m for v in a.values()) for m in names}
+        assert max(loads.values()) / (len(cams) / n) <= 1.25, loads
+        rings[0].add_node(b"joiner", 32)
+        after = assign(rings[0], cams)
+        moved = sum(after[c] != a[c] for c in cams) / len(cams)
+        assert moved <= 1.5 / (n + 1), (n, moved)
+    ring = HashRing([], partitions=PARTITIONS)
+    ring.add_node(b"big", 64)
+    ring.add_node(b"small", 16)
+    share = sum(v == b"big" for v in assign(ring, cams).values()) / len(cams)
+    assert 0.7 <= share <= 0.9, share  # capacity 64 against 16: about 80 %
