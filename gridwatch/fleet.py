@@ -83,6 +83,7 @@ def tooz_url(url: str, fleet: FleetConfig) -> str:
     if parts.scheme in ("redis", "rediss"):
         db = parts.path.strip("/") or query.pop("db", "0")
         query.update(db=db, timeout=str(max(1, int(fleet.membership_timeout_s / 2))),
+                     socket_connect_timeout=str(max(1, int(fleet.membership_timeout_s / 2))),
                      membership_timeout=f"{fleet.membership_timeout_s:g}")
         if parts.scheme == "rediss":
             query["ssl"] = "true"
@@ -216,8 +217,8 @@ class FleetMember:
                     self._fence()
                     self.coord.run_watchers()
                 self._recompute()
-            except coordination.GroupNotCreated:  # the backend lost its data (a Redis restart): join again
-                self._lost.set()
+            except coordination.GroupNotCreated:  # the backend lost its data (a Redis restart): join again; the
+                self._join()  # others do too and the ring comes back as it was, so nothing is dropped meanwhile
             except ToozError as err:
                 log.debug("fleet membership: %s", err)
 
@@ -229,8 +230,8 @@ class FleetMember:
         self._lost.clear()
 
     def _recompute(self) -> set[str]:
-        if self._lost.is_set() or self.partitioner is None:
-            return self.owned()
+        if self._lost.is_set() or self.partitioner is None or self.member_id not in self.partitioner.ring.nodes:
+            return self.owned()  # not (yet) on the ring, e.g. rejoining after a Redis restart: keep what we run
         mine = {c for c, member in assign(self.partitioner.ring, self._cameras).items() if member == self.member_id}
         self._set_owned(mine)
         return mine

@@ -294,3 +294,29 @@ def test_assignment_is_balanced_consistent_and_the_same_everywhere():
     ring.add_node(b"small", 16)
     share = sum(v == b"big" for v in assign(ring, cams).values()) / len(cams)
     assert 0.7 <= share <= 0.9, share  # capacity 64 against 16: about 80 %
+
+
+def test_coordination_urls_and_their_errors():
+    """gridwatch's Redis URLs become tooz's (database and timeouts in the query); bad settings name the field."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from gridwatch.config import FleetConfig, parse_config
+    from gridwatch.fleet import tooz_url
+
+    fleet = FleetConfig()
+    u = urlsplit(tooz_url("redis://:s3cret@10.0.0.5:6380/3", fleet))
+    q = parse_qs(u.query)
+    assert (u.scheme, u.hostname, u.port, u.password) == ("redis", "10.0.0.5", 6380, "s3cret")
+    assert q["db"] == ["3"] and q["membership_timeout"] == ["3"] and int(q["timeout"][0]) < 3
+    assert parse_qs(urlsplit(tooz_url("rediss://h:6379/0", fleet)).query)["ssl"] == ["true"]
+    sock = urlsplit(tooz_url("unix:///var/lib/gw/valkey.sock", fleet))
+    assert sock.scheme == "redis" and sock.hostname is None and sock.path == "/var/lib/gw/valkey.sock"
+    zk = urlsplit(tooz_url("zookeeper://127.0.0.1:2181", fleet))
+    assert zk.scheme == "zookeeper" and parse_qs(zk.query)["timeout"] == ["3"]
+    with pytest.raises(ValueError, match="fleet.url"):
+        tooz_url("http://h:80", fleet)
+    base = {"grids": [{"id": "g"}]}
+    for bad, field in (({"url": "etcd://h:2379"}, "fleet.url"), ({"heartbeat_s": 2, "membership_timeout_s": 3},
+                                                                   "heartbeat_s")):
+        with pytest.raises(Exception, match=field.split(".")[-1]):
+            parse_config({**base, "fleet": bad})
