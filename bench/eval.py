@@ -2,7 +2,9 @@
 
     python bench/eval.py detect --data ../shared/data/pets-s2l1
     python bench/eval.py count  --data ../shared/data/mall-train
-    python bench/eval.py fight  --data ../shared/data/fight-dev [--cv]
+    python bench/eval.py fight  --data ../shared/data/fight-dev [--cv [--variants] [--no-pose]]
+    python bench/eval.py fight  --calm VIDEO|FOLDER... [--fps 10] [--false-alarms-per-hour 2]
+    python bench/eval.py fight  --operating-points --data ../shared/data/fight-dev --calm VIDEO|FOLDER...
     python bench/eval.py zones  --data ../shared/data/pets-s2l1 [--subzones]   (or --data ../shared/data/mall-train)
 
 Each command runs what gridwatch ships, unchanged, on any folder of the same
@@ -412,37 +414,47 @@ def _train_module():
 
 
 def cmd_fight(args) -> dict:
-    T = _train_module()
-    clips = T.list_clips(Path(args.data))
-    y = np.array([c.label for c in clips])
-    obs = T.observations(clips)
-    if args.cv:
-        X, owner, ends = T.window_matrix(obs)
-        out = T.cross_validate(clips, X, owner, ends, args.kind, threshold=args.threshold, hold=args.hold)
-        result = {"command": "fight", "mode": f"cross-validation, {out['folds']} folds grouped by blocks of "
-                  f"{T.BLOCK} clip numbers", "kind": args.kind, **out}
-    else:
-        from vision.conflict.model import ConflictModel
+    from gridwatch.config import ConflictRule
 
-        model = ConflictModel.load(args.model)
-        fired, when = np.zeros(len(clips), bool), np.full(len(clips), np.nan)
-        for i, o in enumerate(tqdm(obs, desc="conflict monitor", unit="clip", file=sys.stderr)):
-            starts = alert_starts(model, o)
-            if starts:
-                fired[i], when[i] = True, starts[0]
-        out = T.scores(y, fired)
-        if args.plots:
-            fight_examples(T, clips, obs, fired, when, y, IMG / f"fight_{Path(args.data).name}_examples.jpg")
-        hit = when[fired & (y == 1)]
-        result = {"command": "fight", "mode": "shipped model, unchanged", "model": str(args.model),
-                  **out, "alert_s_median": float(np.median(hit)) if len(hit) else None,
-                  "alert_s_max": float(np.max(hit)) if len(hit) else None,
-                  "alert_within_2s": float((hit <= 2.0).mean()) if len(hit) else None}
-    if args.calm:
-        result["calm"] = calm_alerts(T, args.calm, args.model)
-    if args.cost:
-        result["cost"] = conflict_cost(T, clips[:: max(1, len(clips) // args.cost)][: args.cost], args.plaza)
-    result.update({"clips": len(clips), "data": str(args.data), "sample_fps": T.SAMPLE_FPS, "machine": machine()})
+    T = _train_module()
+    sources = calm_sources(args.calm, args.fps) if args.calm else []
+    if not args.data and not sources:
+        raise SystemExit("fight needs --data (a folder of fight/ and noFight/ clips) or --calm footage, or both")
+    if args.operating_points and not (args.data and sources):
+        raise SystemExit("--operating-points needs --data (for the cross-validation) and --calm footage")
+    result: dict = {"command": "fight"}
+    if args.data:
+        clips = T.list_clips(Path(args.data))
+        y = np.array([c.label for c in clips])
+        obs = observations_without_pose(T, clips) if args.no_pose else T.observations(clips)
+        if args.cv or args.operating_points:
+            result, cv_parts = fight_cv(args, T, clips, obs, y)
+            if args.operating_points:
+                result["operating_points"] = operating_points(args, T, clips, obs, y, cv_parts, sources)
+        else:
+            from vision.conflict.model import ConflictModel
+
+            model = ConflictModel.load(args.model)
+            fired, when = np.zeros(len(clips), bool), np.full(len(clips), np.nan)
+            for i, o in enumerate(tqdm(obs, desc="conflict monitor", unit="clip", file=sys.stderr)):
+                starts = alert_starts(model, o)
+                if starts:
+                    fired[i], when[i] = True, starts[0]
+            out = T.scores(y, fired)
+            if args.plots:
+                fight_examples(T, clips, obs, fired, when, y, IMG / f"fight_{Path(args.data).name}_examples.jpg")
+            result = {"command": "fight", "mode": "shipped model and rule, unchanged (in-sample on its training "
+                      "clips when --data is fight-dev)", "model": str(args.model), **out, **timing(when, fired, y)}
+        if args.cost:
+            result["cost"] = conflict_cost(T, clips[:: max(1, len(clips) // args.cost)][: args.cost], args.plaza)
+        result.update({"clips": len(clips), "data": str(args.data)})
+    if sources:
+        rule = ConflictRule(enabled=True, false_alarms_per_hour=args.false_alarms_per_hour)
+        calm = calm_alerts(T, sources, args.model, rule, evidence=Path(args.results) / "calm_alerts")
+        result["calm"] = calm
+        result.update({k: calm[k] for k in ("alerts_per_hour", "alerts_per_hour_upper95", "hours")})
+        result.setdefault("mode", "calm footage: false alarms of the shipped model and rule")
+    result.update({"sample_fps": T.SAMPLE_FPS, "machine": machine()})
     return result
 
 
@@ -684,29 +696,394 @@ def fight_examples(T, clips, obs, fired, when, y, path: Path, per_kind: int = 2)
         cv2.imwrite(str(path), np.vstack(rows), [cv2.IMWRITE_JPEG_QUALITY, 80])
 
 
-def alert_starts(model, obs: list) -> list[float]:
-    """Seconds into the footage at which the shipped monitor (default rule: hold, clear, cooldown) starts incidents."""
-    from gridwatch.config import ConflictRule
+def read_sources(data: Path) -> dict[str, str] | None:
+    """``sources.csv`` (clip,source): the source video of each clip, or None when the folder has none."""
+    path = Path(data) / "sources.csv"
+    if not path.exists():
+        return None
+    with open(path) as f:
+        return {row["clip"].strip(): row["source"].strip() for row in csv.DictReader(f)}
+
+
+def cv_groups(T, clips: list, data: Path) -> tuple[np.ndarray, str]:
+    """Each clip's cross-validation group: its source video (``sources.csv``), so that no source is both trained
+    and scored on; without a sources.csv, its block of clip numbers (neighbours often share a source, but a block
+    does not keep a source out of training: a weaker estimate)."""
+    sources = read_sources(data)
+    if sources is None:
+        return np.array([c.group for c in clips]), f"blocks of {T.BLOCK} clip numbers (no sources.csv)"
+    missing = [c.path.stem for c in clips if c.path.stem not in sources]
+    if missing:
+        raise SystemExit(f"{data}/sources.csv names no source for {len(missing)} clips, e.g. {missing[:3]}")
+    return np.unique([sources[c.path.stem] for c in clips], return_inverse=True)[1], "source video (sources.csv)"
+
+
+def out_of_fold_scores(T, clips: list, X: np.ndarray, owner: np.ndarray, groups: np.ndarray, kind: str,
+                       columns: np.ndarray | None = None, folds: int = 5) -> tuple[np.ndarray, int]:
+    """Every window's score from the model fitted on the other folds (GroupKFold over ``groups``), and the number
+    of folds. ``columns``: the features a variant uses (the others are zeroed, which both model kinds ignore)."""
+    from sklearn.model_selection import GroupKFold
+
+    y = np.array([c.label for c in clips])
+    folds = min(folds, len(set(groups.tolist())))
+    if folds < 2:
+        raise SystemExit(f"cross-validation needs clips from 2 groups or more; all {len(clips)} clips are in one")
+    if columns is not None:
+        X = np.where(np.isin(np.arange(X.shape[1]), columns), X, 0.0)
+    p = np.zeros(len(X))
+    for train_c, test_c in GroupKFold(n_splits=folds).split(np.zeros(len(clips)), y, groups):
+        tr, te = np.isin(owner, train_c), np.isin(owner, test_c)
+        p[te] = T.make_model(kind, T.fit(kind, X[tr], y[owner[tr]]), 0.5, 1).proba(X[te])
+    return p, folds
+
+
+class ReplayScores:
+    """A stand-in for the classifier that the monitor asks through ``score_window``: each window's score computed
+    beforehand (cross-validation's out-of-fold scores; the shipped model's, computed once for a grid of operating
+    points), looked up by the window's end time. Window length and rate are the real model's."""
+
+    def __init__(self, model, by_end: dict[float, float]):
+        self.by_end = by_end
+        self.window_s, self.sample_fps = model.window_s, model.sample_fps
+        self.threshold, self.hold_windows = model.threshold, model.hold_windows
+
+    def score_window(self, window: list) -> float:
+        return self.by_end.get(round(window[-1].ts, 6), 0.0)
+
+
+def window_scores(T, model, obs: list) -> dict[float, float]:
+    """The model's score of every full window of one camera's observations, by the window's end time."""
+    from vision.conflict.features import window_features
+
+    score = getattr(model, "score_window", None) or (lambda w: float(model.proba(window_features(w))[0]))
+    return {round(t, 6): float(score(w)) for t, w in T.windows(obs, model.window_s)}
+
+
+def run_monitor(rule, scorer, obs: list, point=None) -> tuple[list[dict], np.ndarray, object]:
+    """The shipped ``ConflictMonitor`` over one camera's observations (pose already in them): the incidents it
+    starts (seconds into the footage, score, threshold in force, detail), its persistent score per observation,
+    and the monitor itself as it ended (its calibration)."""
     from vision.conflict.monitor import ConflictMonitor
 
-    mon = ConflictMonitor("eval", "zone", ConflictRule(enabled=True), model, pose=None)
-    return [ob.ts - obs[0].ts for ob in obs if (inc := mon.push(ob)) is not None and inc.phase == "start"]
+    mon = ConflictMonitor("eval", "zone", rule, scorer, pose=None, point=point)
+    starts, persistent = [], []
+    for k, ob in enumerate(obs):
+        threshold = mon.min_score
+        inc = mon.push(ob)
+        persistent.append(mon.persistent)
+        if inc is not None and inc.phase == "start":
+            starts.append({"at_s": round(ob.ts - obs[0].ts, 3), "index": k, "score": round(inc.score, 3),
+                           "persistent": round(mon.persistent, 3), "threshold": round(threshold, 3),
+                           "people": inc.count, "detail": inc.detail})
+    return starts, np.asarray(persistent), mon
 
 
-def calm_alerts(T, videos: list[Path], model_path: Path) -> dict:
-    """False alarms on ordinary footage with no fight in it: what an operator would be sent per hour."""
+def alert_starts(model, obs: list) -> list[float]:
+    """Seconds into the footage at which the shipped monitor (default rule) starts incidents."""
+    from gridwatch.config import ConflictRule
+
+    return [s["at_s"] for s in run_monitor(ConflictRule(enabled=True), model, obs)[0]]
+
+
+def clip_decisions(rule, scorers: list, obs: list[list], point=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per clip (each its own camera): whether the monitor fired and when (s after the clip's start, NaN if not)."""
+    fired, when = np.zeros(len(obs), bool), np.full(len(obs), np.nan)
+    for i, (scorer, o) in enumerate(zip(scorers, obs)):
+        starts = run_monitor(rule, scorer, o, point)[0] if o else []
+        if starts:
+            fired[i], when[i] = True, starts[0]["at_s"]
+    return fired, when
+
+
+def timing(when: np.ndarray, fired: np.ndarray, y: np.ndarray) -> dict:
+    hit = when[fired & (y == 1)]
+    return {"alert_s_median": float(np.median(hit)) if len(hit) else None,
+            "alert_s_max": float(np.max(hit)) if len(hit) else None,
+            "alert_within_2s": float((hit <= 2.0).mean()) if len(hit) else None}
+
+
+def cv_variants() -> dict[str, tuple[str, np.ndarray | None]]:
+    """The model variants that docs/accuracy.md compares, all on the shipped observations: (kind, feature columns)."""
+    from vision.conflict.features import FEATURE_NAMES
+
+    zone = np.array([k for k, n in enumerate(FEATURE_NAMES) if n.split("_")[0] in
+                     ("speed", "top5", "hof", "dspeed")])
+    return {"v3 features, trees (shipped)": ("trees", None), "v3 features, logistic regression": ("logistic", None),
+            "v1's 40 pair and region features, trees": ("trees", np.arange(40)),
+            "the 22 zone-motion features alone, trees": ("trees", zone)}
+
+
+def fight_cv(args, T, clips, obs, y) -> tuple[dict, tuple]:
+    """Cross-validation grouped by source video (or clip-number blocks): every variant through the raw rule
+    (``--threshold``, ``--hold`` windows in a row) and through the shipped control stage (default rule)."""
+    from gridwatch.config import ConflictRule
+    from vision.conflict.model import ConflictModel
+
+    groups, grouped_by = cv_groups(T, clips, Path(args.data))
+    X, owner, ends = T.window_matrix(obs)
+    shipped = ConflictModel.load(args.model)
+    raw_rule = ConflictRule(enabled=True, min_score=args.threshold)
+    variants = cv_variants() if args.variants else {f"v3 features, {args.kind}": (args.kind, None)}
+    rows, oof = {}, {}
+    for name, (kind, columns) in tqdm(variants.items(), desc="cross-validation", unit="variant", file=sys.stderr):
+        p, folds = out_of_fold_scores(T, clips, X, owner, groups, kind, columns)
+        oof[name] = p
+        scorers = [ReplayScores(shipped, {round(t, 6): float(s) for t, s in zip(ends[i], p[owner == i])})
+                   for i in range(len(clips))]
+        raw_scorers = [ReplayScores(_with_hold(shipped, args.hold), s.by_end) for s in scorers]
+        row = {"kind": kind, "features": "all" if columns is None else len(columns)}
+        for way, rule, sc in (("control", ConflictRule(enabled=True), scorers), ("raw", raw_rule, raw_scorers)):
+            fired, when = clip_decisions(rule, sc, obs)
+            row[way] = {**T.scores(y, fired), **timing(when, fired, y)}
+        rows[name] = row
+    main = rows[next(iter(rows))]
+    point = ConflictRule(enabled=True).operating_point
+    return {"command": "fight", "mode": f"cross-validation, {folds} folds grouped by {grouped_by}"
+            + (", observations without pose" if args.no_pose else ""),
+            "grouped_by": grouped_by, "groups": int(len(set(groups.tolist()))), "folds": folds, "kind": args.kind,
+            "control": {"min_score": point.min_score, "k": point.k, "n": point.n, "vetoes": True},
+            "raw": {"min_score": args.threshold, "windows_in_a_row": args.hold},
+            **main["control"], "variants": rows}, (X, owner, ends, groups, oof)
+
+
+def _with_hold(model, hold: int):
+    """The same model's settings with another number of windows in a row (the raw rule's ``--hold``)."""
+    import copy
+
+    m = copy.copy(model)
+    m.hold_windows = hold
+    return m
+
+
+# --------------------------------------------------------------------------- fight: calm footage
+
+VIDEO_EXT = (".avi", ".mp4", ".mkv", ".mov", ".m4v", ".ts", ".webm")
+IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+@dataclass(frozen=True)
+class CalmSource:
+    """One camera's calm footage: a video, or a folder of frames taken at ``fps``."""
+
+    path: Path
+    fps: float | None = None  # frame folders only
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def calm_sources(paths: list[Path], fps: float | None) -> list[CalmSource]:
+    """Videos, folders of videos, and frame folders (images in name order, taken at ``fps``), each one camera."""
+    out: list[CalmSource] = []
+    for p in map(Path, paths):
+        if p.is_file():
+            if p.suffix.lower() not in VIDEO_EXT:
+                raise SystemExit(f"{p}: not a video ({', '.join(VIDEO_EXT)}) nor a folder")
+            out.append(CalmSource(p))
+        elif p.is_dir():
+            images = [f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXT]
+            if images:
+                if not fps:
+                    raise SystemExit(f"{p}: a folder of frames needs --fps (the rate its frames were taken at)")
+                out.append(CalmSource(p, float(fps)))
+            out += calm_sources(sorted(f for f in p.iterdir() if f.is_dir() or f.suffix.lower() in VIDEO_EXT), fps)
+        else:
+            raise SystemExit(f"{p}: no such file or folder")
+    return out
+
+
+def folder_observations(T, folder: Path, fps: float) -> list:
+    """Observations of a frame folder at the model's analysis rate (frames thinned as the runtime thins a
+    faster camera), by the shipped detector and pose; cached like the clips'."""
+    import cv2
+
+    from vision.conflict.observe import Observer, pack_observations, unpack_observations
+
+    if fps < 0.75 * T.SAMPLE_FPS:
+        raise SystemExit(f"{folder}: frames at {fps:g} fps; the conflict rule needs {T.SAMPLE_FPS:g} or more")
+    names = sorted(f.name for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXT)
+    h = hashlib.sha256()
+    for n in names:
+        h.update(f"{n}:{(folder / n).stat().st_size}".encode())
+    path = T.CACHE / f"frames-{h.hexdigest()[:20]}-{fps:g}-{T.OBSERVER_VERSION}-{T.SAMPLE_FPS:g}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            return unpack_observations({k: z[k] for k in z.files})
+    stride = max(1, int(round(fps / T.SAMPLE_FPS)))
+    clip_observer, out = T.ClipObserver(), []
+    observer = Observer(clip_observer.pose)
+    for i in tqdm(range(0, len(names), stride), desc=f"observe {folder.name}", unit="frame", file=sys.stderr):
+        img = cv2.imread(str(folder / names[i]))
+        if img is None:
+            raise SystemExit(f"{folder / names[i]}: not a readable image")
+        out.append(observer.observe(i / fps, img, clip_observer.detector.detect([img])[0]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path.with_suffix(".tmp.npz"), **pack_observations(out))
+    path.with_suffix(".tmp.npz").replace(path)
+    return out
+
+
+def observations_without_pose(T, clips: list) -> list[list]:
+    """The clips observed as the runtime observes a zone with pose switched off (``ConflictMonitor(pose=None)``):
+    detector and flow only; cached apart from the shipped observations (``--no-pose``)."""
+    from vision.conflict.observe import Observer, pack_observations, unpack_observations
+
+    out, observer = [], None
+    for clip in tqdm(clips, desc="observe clips without pose", unit="clip", file=sys.stderr):
+        path = CACHE / "conflict-no-pose" / f"{T.clip_key(clip.path)}-{T.OBSERVER_VERSION}-{T.SAMPLE_FPS:g}.npz"
+        if path.exists():
+            with np.load(path) as z:
+                out.append(unpack_observations({k: z[k] for k in z.files}))
+            continue
+        observer = observer or T.ClipObserver()
+        zone = Observer(None)
+        o = [zone.observe(ts, img, observer.detector.detect([img])[0]) for ts, img in T.sampled_frames(clip.path)]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path.with_suffix(".tmp.npz"), **pack_observations(o))
+        path.with_suffix(".tmp.npz").replace(path)
+        out.append(o)
+    return out
+
+
+def source_observations(T, src: CalmSource) -> list:
+    return folder_observations(T, src.path, src.fps) if src.fps else T.observations([T.Clip(src.path, 0, 0)])[0]
+
+
+def source_frame(T, src: CalmSource, ts: float) -> np.ndarray | None:
+    """The analysed frame at ``ts`` seconds (the observation's own timestamp)."""
+    import cv2
+
+    if src.fps:
+        names = sorted(f.name for f in src.path.iterdir() if f.suffix.lower() in IMAGE_EXT)
+        k = int(round(ts * src.fps))
+        return cv2.imread(str(src.path / names[k])) if 0 <= k < len(names) else None
+    return next((img for t, img in T.sampled_frames(src.path) if abs(t - ts) < 1e-3), None)
+
+
+def draw_observation(img: np.ndarray, ob, title: str, width: int = 640) -> np.ndarray:
+    """The evidence an operator would look at: the people found, their pose, and the verdict on top."""
+    import cv2
+
+    img = img.copy()
+    for (x1, y1, x2, y2) in ob.xyxy.astype(int):
+        cv2.rectangle(img, (x1, y1), (x2, y2), (0, 200, 0), 2)
+    for kp, got in zip(ob.keypoints, ob.has_pose):
+        if got:
+            for a, b in SKELETON:
+                if kp[a, 2] > 0.3 and kp[b, 2] > 0.3:
+                    cv2.line(img, tuple(kp[a, :2].astype(int)), tuple(kp[b, :2].astype(int)), (0, 255, 255), 2)
+    img = cv2.resize(img, (width, int(width * img.shape[0] / img.shape[1])))
+    cv2.rectangle(img, (0, 0), (width, 20), (0, 0, 0), -1)
+    cv2.putText(img, title, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    return img
+
+
+def poisson_upper95(events: int, hours: float) -> float:
+    """One-sided 95 % upper bound of a Poisson rate per hour (Garwood: chi2(0.95, 2n + 2) / 2 / hours)."""
+    from scipy.stats import chi2
+
+    return float(chi2.ppf(0.95, 2 * events + 2) / 2 / max(hours, 1e-12))
+
+
+def footage_seconds(obs: list) -> float:
+    """Seconds of footage the observations cover (one analysed frame's interval added for the last one)."""
+    if not obs:
+        return 0.0
+    ts = np.array([o.ts for o in obs])
+    step = float(np.median(np.diff(ts))) if len(ts) > 1 else 0.0
+    return float(ts[-1] - ts[0] + step)
+
+
+def calm_alerts(T, sources: list[CalmSource], model_path: Path, rule=None, evidence: Path | None = None) -> dict:
+    """False alarms on footage with no fight in it: the shipped monitor over each camera's footage as the runtime
+    runs it (thinned to the model's rate, from a cold start: the first window, the persistence and the camera's
+    calibration all warm up on the footage itself), alerts per camera-hour with a Poisson 95 % upper bound, and each
+    alert's time and evidence (an annotated frame under ``evidence``)."""
+    import cv2
+
+    from gridwatch.config import ConflictRule
     from vision.conflict.model import ConflictModel
 
     model = ConflictModel.load(model_path)
-    clips = [T.Clip(Path(v), 0, 0) for v in videos]
+    rule = rule or ConflictRule(enabled=True)
     per = []
-    for clip, obs in zip(clips, T.observations(clips)):
-        starts = alert_starts(model, obs) if obs else []
-        per.append({"video": clip.path.name, "seconds": obs[-1].ts - obs[0].ts if obs else 0.0,
-                    "alerts": len(starts), "at_s": [round(t, 1) for t in starts]})
+    for src in tqdm(sources, desc="calm footage", unit="camera", file=sys.stderr):
+        obs = source_observations(T, src)
+        starts, _, mon = run_monitor(rule, model, obs) if obs else ([], None, None)
+        if evidence is not None:  # this camera's evidence from an earlier run (another rule) would mislead
+            for old in evidence.glob(f"{src.path.stem}_*s.jpg"):
+                old.unlink()
+        cal = getattr(mon, "calibration", None)
+        for s in starts:
+            ob = obs[s.pop("index")]
+            if evidence is not None:
+                img = source_frame(T, src, ob.ts)
+                if img is not None:
+                    evidence.mkdir(parents=True, exist_ok=True)
+                    out = evidence / f"{src.path.stem}_{s['at_s']:07.1f}s.jpg"
+                    title = (f"{src.name} {s['at_s']:.1f}s: score {s['score']:.2f}, {s['persistent']:.2f} "
+                             f">= {s['threshold']:.2f}, {s['people']} people")
+                    cv2.imwrite(str(out), draw_observation(img, ob, title), [cv2.IMWRITE_JPEG_QUALITY, 80])
+                    s["evidence"] = str(out.relative_to(ROOT) if out.is_relative_to(ROOT) else out)
+        per.append({"video": src.name, "path": str(src.path), **({"fps": src.fps} if src.fps else {}),
+                    "seconds": round(footage_seconds(obs), 2), "analysed_frames": len(obs),
+                    "alerts": len(starts), "at_s": [s["at_s"] for s in starts], "alert_details": starts,
+                    "calibrated_threshold": cal.threshold() if cal is not None else None,
+                    "calibration_s": round(cal.seconds, 1) if cal is not None else None})
     hours = sum(p["seconds"] for p in per) / 3600
-    return {"videos": per, "alerts": sum(p["alerts"] for p in per),
-            "alerts_per_hour": sum(p["alerts"] for p in per) / max(hours, 1e-9)}
+    n = sum(p["alerts"] for p in per)
+    return {"videos": per, "alerts": n, "hours": hours, "alerts_per_hour": n / max(hours, 1e-12),
+            "alerts_per_hour_upper95": poisson_upper95(n, hours), "model": str(model_path),
+            "rule": {"false_alarms_per_hour_asked": rule.target_per_hour,
+                     "operating_point": rule.operating_point._asdict(), "vetoes": rule.vetoes,
+                     "calibrate": rule.calibrate, "calibrate_s": rule.calibrate_s}
+            if rule.min_score is None else {"min_score": rule.min_score}}
+
+
+# --------------------------------------------------------------------------- fight: operating points
+
+
+def operating_points(args, T, clips, obs, y, cv_parts, sources: list[CalmSource]) -> dict:
+    """A grid of thresholds and persistences, each a row: recall and precision under source-grouped CV, and calm
+    footage's alerts per hour counted (with its 95 % bound) and extrapolated from the score tail
+    (``CalmCalibration.rate_at`` pooled over the cameras); with the vetoes and, for comparison, without."""
+    from gridwatch.config import ConflictRule
+    from gridwatch.config.rules import ConflictPoint
+    from vision.conflict.model import ConflictModel
+    from vision.conflict.monitor import CalmCalibration
+
+    X, owner, ends, groups, oof = cv_parts
+    shipped = ConflictModel.load(args.model)
+    p = oof[next(iter(oof))]
+    cv_scorers = [ReplayScores(shipped, {round(t, 6): float(s) for t, s in zip(ends[i], p[owner == i])})
+                  for i in range(len(clips))]
+    calm_obs = [source_observations(T, s) for s in sources]
+    calm_scorers = [ReplayScores(shipped, window_scores(T, shipped, o)) for o in calm_obs]
+    hours = [footage_seconds(o) / 3600 for o in calm_obs]
+    rows = []
+    grid = [(t, k, n, v) for v in (True, False) for n in (6,) for k in (1, 2, 3) for t in args.grid]
+    for t, k, n, vetoes in tqdm(grid, desc="operating points", unit="point", file=sys.stderr):
+        point = ConflictPoint(0.0, t, k, n, 0.0, 0.0)
+        rule = ConflictRule(enabled=True, vetoes=vetoes, calibrate=False)
+        fired, when = clip_decisions(rule, cv_scorers, obs, point)
+        alerts, tail, calibrated = 0, 0.0, 0
+        for o, sc, h in zip(calm_obs, calm_scorers, hours):
+            starts, persistent, _ = run_monitor(rule, sc, o, point)
+            alerts += len(starts)
+            calibrated += len(run_monitor(ConflictRule(enabled=True, vetoes=vetoes), sc, o, point)[0])
+            cal = CalmCalibration(1.0, T.SAMPLE_FPS, min_s=0.0)
+            for v in persistent:
+                cal.add(v)
+            tail += cal.rate_at(t) * h
+        hsum = sum(hours)
+        rows.append({"min_score": t, "k": k, "n": n, "vetoes": vetoes, **T.scores(y, fired),
+                     **timing(when, fired, y), "calm_alerts": alerts, "calm_alerts_per_hour": alerts / hsum,
+                     "calm_alerts_per_hour_upper95": poisson_upper95(alerts, hsum),
+                     "calm_tail_estimate_per_hour": tail / hsum, "calm_alerts_calibrated": calibrated,
+                     "calm_alerts_calibrated_per_hour": calibrated / hsum,
+                     "expected_false_alarms_per_hour": max(alerts / hsum, tail / hsum)})
+    return {"rows": rows, "calm_hours": sum(hours), "calm": [s.name for s in sources]}
 
 
 def conflict_cost(T, clips, plaza: Path | None) -> dict:
@@ -782,18 +1159,31 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--data", required=True)
     c.add_argument("--calibration", type=Path, default=ROOT / "models" / "counting" / "mall.json")
     c.add_argument("--plots", action="store_true", help="write docs/img/count_<folder>.png")
-    f = sub.add_parser("fight", help="conflict detection on fight/*.mp4 + noFight/*.mp4 (fight-dev layout)")
-    f.add_argument("--data", required=True)
-    f.add_argument("--cv", action="store_true", help="train and score with grouped cross-validation instead")
+    f = sub.add_parser("fight", help="conflict detection on fight/*.mp4 + noFight/*.mp4 (fight-dev layout) and "
+                       "false alarms on calm footage")
+    f.add_argument("--data", help="fight/ + noFight/ clips (and sources.csv: clip,source for source-grouped CV)")
+    f.add_argument("--cv", action="store_true", help="train and score with cross-validation grouped by source "
+                   "video (sources.csv; clip-number blocks without one) instead")
+    f.add_argument("--variants", action="store_true", help="--cv: every model variant docs/accuracy.md compares")
+    f.add_argument("--no-pose", action="store_true", help="--cv: observations made with pose switched off")
     f.add_argument("--model", type=Path, default=ROOT / "models" / "conflict" / "conflict-v3.json")
     f.add_argument("--kind", choices=["logistic", "trees"], default="trees", help="--cv: classifier")
-    f.add_argument("--threshold", type=float, default=0.5, help="--cv: probability threshold")
-    f.add_argument("--hold", type=int, default=1, help="--cv: windows in a row")
+    f.add_argument("--threshold", type=float, default=0.5, help="--cv: the raw rule's probability threshold")
+    f.add_argument("--hold", type=int, default=1, help="--cv: the raw rule's windows in a row")
     f.add_argument("--plots", action="store_true", help="write docs/img/fight_<folder>_examples.jpg")
     f.add_argument("--cost", type=int, default=0, help="also time pose vs detection on this many clips, uncached")
     f.add_argument("--plaza", type=Path, default=None, help="--cost: an ordinary busy scene to time too")
     f.add_argument("--calm", type=Path, nargs="*", default=[],
-                   help="videos with no fight in them: count the alerts the shipped model raises (false alarms)")
+                   help="footage with no fight in it (videos, folders of videos, frame folders with --fps), one "
+                        "camera each: the alerts the shipped monitor raises per camera-hour, with evidence")
+    f.add_argument("--fps", type=float, default=None, help="--calm frame folders: the rate their frames were taken at")
+    f.add_argument("--false-alarms-per-hour", type=float, default=None,
+                   help="--calm: the zone sensitivity to run the rule at (default: the rule's default)")
+    f.add_argument("--operating-points", action="store_true",
+                   help="with --data and --calm: a grid of thresholds and persistences, each with its CV recall and "
+                        "calm alerts per hour (eval_fight_operating_points.json)")
+    f.add_argument("--grid", type=float, nargs="*", default=[0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+                   help="--operating-points: the thresholds")
     z = sub.add_parser("zones", help="zone counts with inertia: the shipped tracker vs ByteTrack (pets or mall layout)")
     z.add_argument("--data", required=True)
     z.add_argument("--inertia", type=int, default=2, help="analysed frames in a row in the zone before a person counts")
@@ -810,7 +1200,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     result = {"detect": cmd_detect, "count": cmd_count, "fight": cmd_fight, "zones": cmd_zones}[args.command](args)
     result["wall_s"] = round(time.perf_counter() - t0, 1)
-    name = args.command + ("_cv" if getattr(args, "cv", False) else "") + f"_{Path(args.data).name}"
+    name = args.command + ("_operating_points" if getattr(args, "operating_points", False) else
+                           "_cv" if getattr(args, "cv", False) else "") + ("_no_pose" if getattr(args, "no_pose", False) else "")
+    name += f"_{Path(args.data).name}" if args.data else "_calm"
     write_result(name, result, args.results)
     print(json.dumps(result))
     return 0
