@@ -32,11 +32,22 @@ from .cameras import Camera, GeoPolygon, Grid, Zone
 from .detector import DetectorConfig
 from .files import ConfigError, keep_secret, load_config, parse_config, problems_of, save_config, written_data
 from .model import GridwatchConfig
-from .rules import CONFLICT_FPS, DENSITY_LEVELS, ConflictRule, CrowdingRule, GatheringRule, LoiteringRule
+from .rules import (
+                     CONFLICT_FPS,
+                     CONFLICT_OPERATING_POINTS,
+                     DENSITY_LEVELS,
+                     ConflictPoint,
+                     ConflictRule,
+                     CrowdingRule,
+                     GatheringRule,
+                     LoiteringRule,
+                     conflict_point,
+)
 from .settings import FleetConfig, IngestConfig, LiveConfig, Settings
 
-__all__ = ["CONFLICT_FPS", "DENSITY_LEVELS", "AlertsConfig", "AuthConfig", "Camera", "CaseLimits", "ClipConfig",
-           "ConfigError", "ConfigProblems", "ConflictRule", "CrowdingRule", "DeliveryConfig", "DetectorConfig",
-           "FleetConfig", "GatheringRule", "GeoPolygon", "Grid", "GridwatchConfig", "IngestConfig", "LiveConfig", "LoiteringRule",
-           "MqttOutput", "OutputsConfig", "Problem", "RetentionConfig", "Settings", "WebhookOutput", "Zone",
-           "keep_secret", "load_config", "mask_url", "parse_config", "problems_of", "save_config", "written_data"]
+__all__ = ["CONFLICT_FPS", "CONFLICT_OPERATING_POINTS", "DENSITY_LEVELS", "AlertsConfig", "AuthConfig", "Camera",
+           "CaseLimits", "ClipConfig", "ConfigError", "ConfigProblems", "conflict_point", "ConflictPoint",
+           "ConflictRule", "CrowdingRule", "DeliveryConfig", "DetectorConfig", "FleetConfig", "GatheringRule",
+           "GeoPolygon", "Grid", "GridwatchConfig", "IngestConfig", "keep_secret", "LiveConfig", "load_config",
+           "LoiteringRule", "mask_url", "MqttOutput", "OutputsConfig", "parse_config", "Problem", "problems_of",
+           "RetentionConfig", "save_config", "Settings", "WebhookOutput", "written_data", "Zone"]
