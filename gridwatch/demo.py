@@ -83,13 +83,27 @@ def demo_accounts(cfg: GridwatchConfig) -> str:
             f"admin: admin / {passwords['admin']}; new passwords each run)")
 
 
+# The demo's grids on the map, [lon, lat] (GeoJSON), about 800 x 600 m by People's Square, Shanghai: the district cut
+# by a north-south street into the campus (west) and the market (east), its edge a little outside both; each camera
+# stands inside its grid (demo_config).
+CAMPUS = [(121.4706, 31.2290), (121.4741, 31.2286), (121.4744, 31.2329), (121.4722, 31.2331), (121.4709, 31.2322)]
+MARKET = [(121.4741, 31.2286), (121.4768, 31.2283), (121.4783, 31.2297), (121.4779, 31.2324), (121.4744, 31.2329)]
+DISTRICT = [(121.4701, 31.2287), (121.4740, 31.2281), (121.4770, 31.2278), (121.4788, 31.2295), (121.4784, 31.2327),
+            (121.4745, 31.2335), (121.4720, 31.2336), (121.4704, 31.2325)]
+
+
+def _ring(corners: list[tuple[float, float]]) -> dict:
+    """A GeoJSON Polygon of ``corners`` ([lon, lat]), its ring closed (the first corner again at the end)."""
+    return {"type": "Polygon", "coordinates": [[list(c) for c in [*corners, corners[0]]]]}
+
+
 def demo_config(urls: dict[str, str], data_dir: Path) -> GridwatchConfig:
     """Two grids, one camera per clip; the plaza's zone fires a crowding alert within a minute."""
     cameras = []
     if "plaza" in urls:
         cameras.append({
             "id": "cam-plaza", "name": "Campus walkway", "url": urls["plaza"], "grid": "g-0101",
-            "lat": 31.2304, "lon": 121.4737, "fps": 3,
+            "lat": 31.2306, "lon": 121.4726, "fps": 3,
             "zones": [{"id": "walkway", "name": "Walkway", "polygon": [[0.0, 0.25], [1.0, 0.25], [1.0, 1.0], [0.0, 1.0]],
                        "crowding": {"threshold": 4, "hold_s": 3, "clear_s": 5},
                        # no conflict rule: the footage has no fight, and the v1 classifier raised a false
@@ -99,14 +113,14 @@ def demo_config(urls: dict[str, str], data_dir: Path) -> GridwatchConfig:
     if "street" in urls:
         cameras.append({
             "id": "cam-street", "name": "Market street", "url": urls["street"], "grid": "g-0102",
-            "lat": 31.2310, "lon": 121.4750, "fps": 2,
+            "lat": 31.2305, "lon": 121.4762, "fps": 2,
             "zones": [{"id": "crossing", "name": "Crossing", "polygon": [[0, 0.3], [1, 0.3], [1, 1], [0, 1]],
                        "crowding": {"threshold": 2, "hold_s": 2}}],
         })
     return parse_config({
-        "grids": [{"id": "g-01", "name": "Riverside district"},
-                  {"id": "g-0101", "name": "Campus", "parent": "g-01"},
-                  {"id": "g-0102", "name": "Market", "parent": "g-01"}],
+        "grids": [{"id": "g-01", "name": "Riverside district", "outline": _ring(DISTRICT)},
+                  {"id": "g-0101", "name": "Campus", "parent": "g-01", "outline": _ring(CAMPUS)},
+                  {"id": "g-0102", "name": "Market", "parent": "g-01", "outline": _ring(MARKET)}],
         "cameras": cameras,
         "alerts": {"cooldown_s": 60},
         "detector": {"max_batch": 8},

@@ -171,3 +171,114 @@ def test_the_echo_of_the_workers_own_action_leaves_the_card_alone(api, make_case
     api.store.r.xadd(api.store.events_stream, {"type": "case.updated", "case": api.store.get(case.id).model_dump_json()})
     page.wait_for_function("([id, n]) => window.heard.filter((c) => c.id === id).length > n", arg=[case.id, n])
     assert card.get_attribute("data-marked") == "yes"  # (the page's handler of that push has run: same event, after ours)
+
+
+# ---- issue 15: a worker bound to grids, a grid with fifty cases, a case sent while the first list loads -------------
+def test_a_worker_bound_to_two_grids_arrives_on_their_grid_with_its_waiting_and_offered_cases(api, make_case,
+                                                                                           browser_page):
+    """Bound to g-1 and g-2 (the demo's worker is bound to both of its grids): the grid where cases wait is chosen, its
+    waiting cases are listed and the case this worker took but has not accepted yet is offered again."""
+    waiting = make_case(zone="z-wait", count=8)
+    taken = make_case(kind="conflict", zone="z-taken", count=3)
+    assert api.store.take("g-2", "w-two").id == taken.id   # taken on another phone (or before a reload)
+    page = browser_page(viewport=PHONE, is_mobile=True, has_touch=True,
+                        cookies=api.cookies_for("w-two", role="grid_worker", grids=["g-1", "g-2"]))
+    page.add_init_script(HEAR)
+    page.goto(f"{api.base_url}/worker")
+    expect(page.locator("#grid")).to_have_value("g-2", timeout=WAIT_MS)
+    assert page.locator("#grid option").all_inner_texts() == ["One (g-1)", "Two (g-2)"]  # their grids, no "—"
+    expect(page.locator(f'#waiting [data-waiting-id="{waiting.id}"]')).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator("#waiting-count")).to_have_text("(1)")
+    offered = page.locator(f'#offered [data-case-id="{taken.id}"]')
+    expect(offered).to_be_visible(timeout=WAIT_MS)
+    shot(page, "worker-two-grids", full_page=True)
+    offered.locator('[data-action="accept"]').click()
+    expect(page.locator(f'#mine [data-case-id="{taken.id}"][data-state="dispatched"]')).to_be_visible(timeout=WAIT_MS)
+    assert api.store.get(taken.id).worker == "w-two"
+
+    # another grid chosen: its (empty) list; back to g-2: the waiting case again, and announced on arrival
+    page.select_option("#grid", "g-1")
+    expect(page.locator("#waiting")).to_contain_text("No case waiting", timeout=WAIT_MS)
+    page.select_option("#grid", "g-2")
+    expect(page.locator(f'#waiting [data-waiting-id="{waiting.id}"]')).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator('[data-role="notice"]')).to_contain_text("1 case waits in your grid", timeout=WAIT_MS)
+
+
+def test_a_grid_with_fifty_open_cases_stays_usable_on_the_phone(api, make_case, phone):
+    """Fifty open cases in the grid: the worker's own first, the others one compact line each, nothing sideways."""
+    cases = [make_case(kind="conflict" if i % 10 == 0 else "crowding", zone=f"z{i:02d}", count=5 + i % 7)
+             for i in range(50)]
+    for c in cases[:3]:
+        api.store.transition(c.id, "acknowledge", "op-1")
+        api.store.transition(c.id, "dispatch", "op-1", worker="w1")
+    page = phone
+    open_worker_page(api, page)
+    expect(page.locator("#mine [data-case-id]")).to_have_count(3, timeout=WAIT_MS)
+    expect(page.locator("#waiting [data-waiting-id]")).to_have_count(47, timeout=WAIT_MS)
+    expect(page.locator("#waiting-count")).to_have_text("(47)")
+    # mine first, above the grid's list
+    mine_bottom = page.evaluate("document.querySelector('#mine').getBoundingClientRect().bottom")
+    waiting_top = page.evaluate("document.querySelector('#waiting').getBoundingClientRect().top")
+    assert mine_bottom <= waiting_top
+    # compact: a line each, the whole page a few screens long, not fifty cards with pictures
+    heights = page.evaluate("[...document.querySelectorAll('#waiting [data-waiting-id]')].slice(0, 5)"
+                            ".map((e) => e.getBoundingClientRect().height)")
+    assert all(h <= 44 for h in heights), heights
+    assert page.evaluate("document.documentElement.scrollHeight") < 47 * 44 + 3 * 120 + 900
+    assert no_sideways_scroll(page)
+    # fights first in the grid's list
+    first = page.locator("#waiting [data-waiting-id]").first.get_attribute("data-waiting-id")
+    assert api.store.get(first).kind == "conflict"
+    shot(page, "worker-fifty", full_page=True)
+
+    # a push re-renders quickly, and the list follows it: one more case, one taken away by the operator room
+    extra = make_case(zone="z-extra")
+    expect(page.locator(f'#waiting [data-waiting-id="{extra.id}"]')).to_be_visible(timeout=WAIT_MS)
+    api.store.transition(cases[10].id, "acknowledge", "op-1")
+    api.store.transition(cases[10].id, "dispatch", "op-1", worker="w-zhou")
+    expect(page.locator(f'#waiting [data-waiting-id="{cases[10].id}"]')).to_have_count(0, timeout=WAIT_MS)
+    page.locator("#waiting").scroll_into_view_if_needed()
+    page.locator("#take").click()
+    expect(page.locator("#offered [data-case-id]")).to_have_count(1, timeout=WAIT_MS)
+    taken = page.locator("#offered [data-case-id]").get_attribute("data-case-id")
+    assert api.store.get(taken).kind == "conflict"  # the queue's order: fights first
+
+
+def test_a_case_sent_while_the_first_list_loads_is_announced(api, make_case, phone):
+    """The operator room sends a case while the page's first list is on its way, before its event stream has started:
+    the list shows it and the page announces it (it was sent after the page opened)."""
+    import time
+
+    page = phone
+    case = make_case(kind="conflict", count=3)
+    api.store.transition(case.id, "acknowledge", "op-1")
+    sent = []
+
+    def first_list(route):
+        if "worker=w1" in route.request.url and not sent:
+            api.store.transition(case.id, "dispatch", "op-1", worker="w1")  # while the list request is held
+            sent.append(time.time())
+        route.continue_()
+
+    def slow_stream(route):
+        time.sleep(1.0)  # the stream starts late (a slow network): the dispatch comes before it, whichever way
+        route.continue_()
+
+    page.route("**/api/alerts?*", first_list)
+    page.route("**/api/events", slow_stream)
+    page.add_init_script(HEAR)
+    page.goto(f"{api.base_url}/worker")
+    card = page.locator(f'#mine [data-case-id="{case.id}"][data-state="dispatched"]')
+    expect(card).to_be_visible(timeout=WAIT_MS)
+    assert sent
+    expect(page.locator('[data-role="notice"]')).to_contain_text("sent to you", timeout=WAIT_MS)
+    expect(card).to_have_attribute("open", "")
+
+
+def test_a_case_sent_before_the_page_opened_is_listed_not_announced(api, make_case, phone):
+    page = phone
+    case = open_with_a_case_sent_to_me(api, make_case, page)
+    api.store.add_note(case.id, "op-1", "police on the way")  # a later change of it is no news
+    heard(api, page, case.id)
+    page.wait_for_timeout(300)
+    assert page.locator('[data-role="notice"]').is_hidden()
