@@ -1,6 +1,7 @@
 """Live view: WebRTC offer/answer for a camera, and what to draw over its video."""
 from __future__ import annotations
 
+import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -24,9 +25,13 @@ class SessionDescription(BaseModel):
 
 
 class Overlay(BaseModel):
-    ts: float | None = Field(default=None, description="when the frame was analysed; null: no recent analysis")
+    ts: float | None = Field(default=None, description="wall time the analysed frame arrived from the camera (the "
+                             "live view's frames carry the same clock, so the page draws each overlay over its own "
+                             "frame); null: no recent analysis")
     boxes: list[list[float]] = Field(default_factory=list, description="people, [x1, y1, x2, y2] in 0..1")
     zones: dict[str, int] = Field(default_factory=dict, description="people per zone")
+    now: float = Field(default_factory=time.time,
+                       description="the server's wall time of this answer: how old ``ts`` is, on the server's clock")
 
 
 def _camera(cfg: GridwatchConfig, camera_id: str):

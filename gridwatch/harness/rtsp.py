@@ -40,7 +40,13 @@ def free_port() -> int:
 
 
 class RtspServer:
-    """A real RTSP server serving files as cameras at ``rtsp://127.0.0.1:PORT/NAME``."""
+    """A real RTSP server serving files as cameras at ``rtsp://127.0.0.1:PORT/NAME``.
+
+    Each mount is a live camera (``rtsp_server.py``): one stream on one timeline, switched on by its first client
+    (who sees the clip from its start) and joined by every later client at the current moment, at the next keyframe;
+    two clients get the same frame at the same time, as from a real camera. ``loop=False`` serves clips instead:
+    each client gets the clip from its start, and its stream ends with it.
+    """
 
     def __init__(self, mounts: dict[str, Path | str], port: int | None = None, fps: int = 10, width: int = 0,
                  user: str | None = None, password: str | None = None, loop: bool = True,
