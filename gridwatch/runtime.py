@@ -239,9 +239,10 @@ class Pipeline:
         self._health_every = health_every_s
         self._stop = threading.Event()
         self._health_thread = threading.Thread(target=self._report_health, name="health", daemon=True)
-        # the live-view overlays: the newest per camera, written in one round trip a few times a second by their own
-        # thread, not one SET per analysed frame on the inference thread (492 cameras x 2 fps = ~1,000 SET/s)
-        self._overlays: dict[str, dict] = {}
+        # the live-view overlays: each camera's analyses since the last write (the page matches one to each video
+        # frame), written in one round trip a few times a second by their own thread, not one SET per analysed frame
+        # on the inference thread (492 cameras x 2 fps = ~1,000 SET/s)
+        self._overlays: dict[str, list[dict]] = {}
         self._overlay_lock = threading.Lock()
         self._overlay_every = overlay_every_s
         self._overlay_thread = threading.Thread(target=self._write_overlays, name="overlays", daemon=True)
@@ -304,7 +305,9 @@ class Pipeline:
             self.zone_counts[(z.camera_id, z.zone_id)] = z.count
         overlay = overlay_of(analysis)
         with self._overlay_lock:
-            self._overlays[analysis.frame.camera_id] = overlay
+            recent = self._overlays.setdefault(analysis.frame.camera_id, [])
+            recent.append(overlay)
+            del recent[:-10]  # a stalled writer keeps the newest few, not all
         self.publisher.handle(analysis)  # every frame: the publisher may keep recent frames for evidence
 
     def health(self) -> dict[str, dict]:

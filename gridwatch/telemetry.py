@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+RECENT = 20  # analyses per camera kept for the live view (10 s at 2 fps)
 STALE_S = 5.0  # a report older than this is not believed: workers report every second, so five went missing
 
 
@@ -117,16 +118,28 @@ class Telemetry:
     # -- the live view's overlays
 
     def put_overlay(self, camera_id: str, overlay: dict) -> None:
-        """What the live view draws over the video: the last analysed frame's people, normalised."""
-        self.put_overlays({camera_id: overlay})
+        """What the live view draws over the video: one analysed frame's people, normalised."""
+        self.put_overlays({camera_id: [overlay]})
 
-    def put_overlays(self, overlays: dict[str, dict]) -> None:
-        """Several cameras' overlays in one round trip (a worker writes its cameras' a few times a second)."""
+    def put_overlays(self, overlays: dict[str, list[dict]]) -> None:
+        """Cameras' analyses since the last write, oldest first, in one round trip (a worker writes its cameras' a
+        few times a second): the newest as ``overlay:{id}``, the last ``RECENT`` in ``overlays:{id}`` so the live
+        page can match each video frame to the analysis of that moment, not only to the newest."""
         pipe = self.r.pipeline(transaction=False)
-        for camera_id, overlay in overlays.items():
-            pipe.set(f"{self.p}:overlay:{camera_id}", json.dumps(overlay), ex=5)
+        for camera_id, recent in overlays.items():
+            if not recent:
+                continue
+            pipe.set(f"{self.p}:overlay:{camera_id}", json.dumps(recent[-1]), ex=5)
+            key = f"{self.p}:overlays:{camera_id}"
+            pipe.rpush(key, *(json.dumps(o) for o in recent))
+            pipe.ltrim(key, -RECENT, -1)
+            pipe.expire(key, 5)
         pipe.execute()
 
     def overlay(self, camera_id: str) -> dict | None:
         raw = self.r.get(f"{self.p}:overlay:{camera_id}")
         return json.loads(raw) if raw else None
+
+    def recent_overlays(self, camera_id: str) -> list[dict]:
+        """The camera's last few analyses, oldest first (empty when nobody analyses it)."""
+        return [json.loads(o) for o in self.r.lrange(f"{self.p}:overlays:{camera_id}", 0, -1)]

@@ -32,6 +32,8 @@ class Overlay(BaseModel):
     zones: dict[str, int] = Field(default_factory=dict, description="people per zone")
     now: float = Field(default_factory=time.time,
                        description="the server's wall time of this answer: how old ``ts`` is, on the server's clock")
+    recent: list[dict] = Field(default_factory=list, description="the camera's last few analyses (ts, boxes, zones), "
+                               "oldest first: the page matches each video frame to the one of its moment")
 
 
 def _camera(cfg: GridwatchConfig, camera_id: str):
@@ -61,7 +63,7 @@ async def webrtc_offer(camera_id: str, offer: SessionDescription, request: Reque
 def overlay(camera_id: str, cfg: Config, telemetry: Annotated[Telemetry, Depends(get_telemetry)],
             user: AnyUser) -> Overlay:
     check_grid(user, _camera(cfg, camera_id).grid)
-    return Overlay(**(telemetry.overlay(camera_id) or {}))
+    return Overlay(**(telemetry.overlay(camera_id) or {}), recent=telemetry.recent_overlays(camera_id))
 
 
 @router.get("/live/{camera_id}", include_in_schema=False, dependencies=[PAGE])
