@@ -6,9 +6,9 @@ Each clip is sampled at ``SAMPLE_FPS``, run through the shipped person detector
 (yolov10n at 640, confidence 0.25) and ``vision.conflict.Observer`` (pose on
 crops of close groups, optical flow), exactly as the runtime does; sliding
 windows of ``WINDOW_S`` seconds become feature vectors (``window_features``,
-the runtime's code). The model is chosen by cross-validation grouped by blocks
-of neighbouring clip numbers (neighbours share source videos), then refitted
-on every clip. The per-clip observations are cached in var/cache/conflict.
+the runtime's code). The model is chosen by cross-validation grouped by source
+video (the data folder's ``sources.csv``; blocks of neighbouring clip numbers
+where there is none), then refitted on every clip. The per-clip observations are cached in var/cache/conflict.
 """
 from __future__ import annotations
 
@@ -147,8 +147,9 @@ def window_matrix(obs_per_clip: list[list[Observation]]) -> tuple[np.ndarray, np
     return np.asarray(rows), np.asarray(owner), ends
 
 
-def fit(kind: str, X: np.ndarray, y: np.ndarray, seed: int = 0):
-    """A fitted sklearn classifier on log-scaled features, and its exported JSON parameters."""
+def fit(kind: str, X: np.ndarray, y: np.ndarray, seed: int = 0, weights: np.ndarray | None = None):
+    """A fitted sklearn classifier on log-scaled features, and its exported JSON parameters. ``weights``: per row
+    (a site's own windows count more than the base data's, ``gridwatch.learning``)."""
     from sklearn.ensemble import GradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -156,10 +157,10 @@ def fit(kind: str, X: np.ndarray, y: np.ndarray, seed: int = 0):
     Xl = np.sign(X) * np.log1p(np.abs(X))
     if kind == "logistic":
         scaler = StandardScaler().fit(Xl)
-        clf = LogisticRegression(C=0.3, max_iter=2000).fit(scaler.transform(Xl), y)
+        clf = LogisticRegression(C=0.3, max_iter=2000).fit(scaler.transform(Xl), y, sample_weight=weights)
         return export_sklearn(clf, kind, scaler)
     clf = GradientBoostingClassifier(n_estimators=150, max_depth=2, learning_rate=0.05, subsample=0.8,
-                                     min_samples_leaf=20, random_state=seed).fit(Xl, y)
+                                     min_samples_leaf=20, random_state=seed).fit(Xl, y, sample_weight=weights)
     return export_sklearn(clf, kind)
 
 
@@ -192,16 +193,43 @@ def make_model(kind: str, params: dict, threshold: float, hold: int, meta: dict 
     return ConflictModel(kind, FEATURE_NAMES, params, WINDOW_S, SAMPLE_FPS, threshold, hold, meta or {})
 
 
+def read_sources(data: Path) -> dict[str, str] | None:
+    """``sources.csv`` (clip,source): the source video of each clip, or None when the folder has none."""
+    import csv
+
+    path = Path(data) / "sources.csv"
+    if not path.exists():
+        return None
+    with open(path) as f:
+        return {row["clip"].strip(): row["source"].strip() for row in csv.DictReader(f)}
+
+
+def source_groups(clips: list[Clip]) -> tuple[np.ndarray, str]:
+    """Each clip's cross-validation group: its source video (``sources.csv`` of the clips' folder), so that no
+    source is both trained and scored on; without a sources.csv, its block of ``BLOCK`` clip numbers (neighbours
+    often share a source, but a block does not keep a source out of training: a weaker estimate)."""
+    sources = read_sources(clips[0].path.parent.parent) if clips else None
+    if sources is None:
+        return np.array([c.group for c in clips]), f"blocks of {BLOCK} clip numbers (no sources.csv)"
+    missing = [c.path.stem for c in clips if c.path.stem not in sources]
+    if missing:
+        raise SystemExit(f"sources.csv names no source for {len(missing)} clips, e.g. {missing[:3]}")
+    return np.unique([sources[c.path.stem] for c in clips], return_inverse=True)[1], "source video (sources.csv)"
+
+
 def cross_validate(clips: list[Clip], X, owner, ends, kind: str, folds: int = 5, threshold: float = 0.5,
-                   hold: int = 2) -> dict:
-    """Grouped K-fold over blocks of clip numbers: every fold's clips come from source videos unseen in training."""
+                   hold: int = 2, groups: np.ndarray | None = None) -> dict:
+    """Grouped K-fold, by source video (``source_groups``; ``groups`` to give others): every fold's clips come from
+    source videos unseen in training."""
     from sklearn.model_selection import GroupKFold
 
     y_clip = np.array([c.label for c in clips])
-    groups = np.array([c.group for c in clips])
-    folds = min(folds, len(set(groups)))  # a small folder: one fold per block of clip numbers
+    grouped_by = "given groups"
+    if groups is None:
+        groups, grouped_by = source_groups(clips)
+    folds = min(folds, len(set(groups.tolist())))  # a small folder: one fold per group
     if folds < 2:
-        raise SystemExit(f"cross-validation needs clips from 2 blocks of {BLOCK} clip numbers or more; "
+        raise SystemExit(f"cross-validation needs clips from 2 groups (source videos) or more; "
                          f"all {len(clips)} clips are in one")
     fired, when = np.zeros(len(clips), bool), np.full(len(clips), np.nan)
     for train_c, test_c in GroupKFold(n_splits=folds).split(np.zeros(len(clips)), y_clip, groups):
@@ -217,7 +245,7 @@ def cross_validate(clips: list[Clip], X, owner, ends, kind: str, folds: int = 5,
     out["alert_s_median"] = float(np.median(hit)) if len(hit) else None
     out["alert_s_max"] = float(np.max(hit)) if len(hit) else None
     out["alert_within_2s"] = float((hit <= 2.0).mean()) if len(hit) else None
-    out["folds"], out["groups"] = folds, int(len(set(groups)))
+    out["folds"], out["groups"], out["grouped_by"] = folds, int(len(set(groups.tolist()))), grouped_by
     return out
 
 

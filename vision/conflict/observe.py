@@ -30,6 +30,12 @@ MOTION_STATS: tuple[str, ...] = (
     "speed_p50", "speed_p90", "speed_p99", "top5_share", *(f"hof_{k}" for k in range(8)), "hof_entropy",
     "dspeed_mean", "dspeed_p90", "dspeed_burst",
 )
+# the learned motion model's input per analysed frame (``motion_image``): small, so it costs nothing beside detection
+MOTION_IMAGE_HW = (48, 64)
+MOTION_CHANNELS: tuple[str, ...] = ("speed", "flow_x", "flow_y", "change", "skeleton")
+MOTION_FULL_SCALE = 4.0  # frame heights per second that map to the top of the uint8 range (sqrt-compressed)
+SKELETON = ((5, 7), (7, 9), (6, 8), (8, 10), (5, 6), (5, 11), (6, 12), (11, 12), (11, 13), (13, 15), (12, 14),
+            (14, 16), (0, 5), (0, 6))
 
 
 @dataclass(slots=True)
@@ -47,6 +53,8 @@ class Observation:
     moving_area: float = float("nan")  # fraction of the frame moving faster than FlowMeter.MOVING
     moving_speed: float = float("nan")  # median speed there, frame heights per second
     motion: np.ndarray = dataclasses.field(default_factory=lambda: np.full(len(MOTION_STATS), np.nan, np.float32))  # flow_stats
+    # (C, H, W) uint8 ``motion_image``; empty where it was not made (observations cached before it existed)
+    motion_image: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0,), np.uint8))
 
 
 def close_pairs(xyxy: np.ndarray, close_h: float = CLOSE_H) -> list[tuple[int, int]]:
@@ -150,6 +158,7 @@ class FlowField:
     speed: np.ndarray  # (h, w) frame heights per second
     scale: float  # small copy pixels per frame pixel
     dt: float
+    change: np.ndarray | None = None  # (h, w) |grey difference| to the previous analysed frame, 0..255
 
 
 class FlowMeter:
@@ -174,7 +183,8 @@ class FlowMeter:
         if prev is None or prev.shape != grey.shape or dt <= 0:
             return None
         flow = cv2.calcOpticalFlowFarneback(prev, grey, None, 0.5, 3, 13, 3, 5, 1.1, 0)
-        return FlowField(flow, np.linalg.norm(flow, axis=2) / grey.shape[0] / dt, self.width / image.shape[1], dt)
+        return FlowField(flow, np.linalg.norm(flow, axis=2) / grey.shape[0] / dt, self.width / image.shape[1], dt,
+                         cv2.absdiff(grey, prev))
 
 
 def flow_stats(field: FlowField | None, prev_speed: np.ndarray | None, mask: np.ndarray | None = None) -> np.ndarray:
@@ -218,6 +228,50 @@ def flow_stats(field: FlowField | None, prev_speed: np.ndarray | None, mask: np.
         out[13] = d.mean()
         out[14] = np.percentile(d, 90)
         out[15] = (d > 2 * d.mean() + 1e-6).mean()
+    return out
+
+
+def _compress(v: np.ndarray, full: float) -> np.ndarray:
+    """Signed sqrt of ``v / full`` clipped to -1..1: slow walks keep resolution, flailing limbs do not saturate."""
+    return np.sign(v) * np.sqrt(np.clip(np.abs(v) / full, 0.0, 1.0))
+
+
+def motion_image(field: FlowField | None, frame_wh: tuple[int, int], keypoints: np.ndarray, has_pose: np.ndarray,
+                 mask: np.ndarray | None = None, hw: tuple[int, int] = MOTION_IMAGE_HW) -> np.ndarray:
+    """The learned motion model's view of one analysed frame: (``MOTION_CHANNELS``, H, W) uint8.
+
+    Flow speed and direction (frame heights per second), the grey-level change
+    since the previous analysed frame, and the skeletons pose found, drawn as
+    lines: motion seen whether or not the detector found the people (after
+    Garcia-Cobo & SanMiguel, CVIU 2023, who feed skeleton images and frame
+    differences to a small network). Zero outside the zone's mask; a frame
+    without a previous one has no motion (flow channels at their zero, 128).
+    """
+    h, w = hw
+    out = np.zeros((len(MOTION_CHANNELS), h, w), np.uint8)
+    out[1:3] = 128
+    if field is not None:
+        gh = field.speed.shape[0]
+        small = cv2.resize(np.dstack([field.speed, field.flow / (gh * field.dt)]).astype(np.float32), (w, h),
+                           interpolation=cv2.INTER_AREA)
+        out[0] = np.round(255 * _compress(small[..., 0], MOTION_FULL_SCALE))
+        out[1:3] = np.round(128 + 127 * _compress(small[..., 1:].transpose(2, 0, 1), MOTION_FULL_SCALE))
+        if field.change is not None:
+            ch = cv2.resize(field.change, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
+            out[3] = np.round(255 * np.sqrt(ch / 255.0))
+    fw, fh = frame_wh
+    canvas = np.zeros((h, w), np.uint8)
+    sx, sy = w / fw, h / fh
+    for kp in keypoints[np.asarray(has_pose, bool)]:
+        for a, b in SKELETON:
+            if kp[a, 2] >= 0.3 and kp[b, 2] >= 0.3:
+                cv2.line(canvas, (int(kp[a, 0] * sx), int(kp[a, 1] * sy)), (int(kp[b, 0] * sx), int(kp[b, 1] * sy)),
+                         255, 1)
+    out[4] = canvas
+    if mask is not None:
+        inside = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+        out[:, ~inside] = 0
+        out[1:3, ~inside] = 128
     return out
 
 
@@ -338,7 +392,8 @@ class Observer:
                 got = np.concatenate([got, np.ones(len(keep), bool)])
         speed, chaos = box_motion(field, xyxy)
         scene = float(np.median(field.speed)) if field is not None else float("nan")
-        return Observation(ts, h, xyxy, kp, got, speed, chaos, scene, area, mspeed, stats)
+        return Observation(ts, h, xyxy, kp, got, speed, chaos, scene, area, mspeed, stats,
+                           motion_image(field, (w, h), kp, got, mask))
 
 
 def pack_observations(obs: list[Observation]) -> dict[str, np.ndarray]:
@@ -353,12 +408,17 @@ def pack_observations(obs: list[Observation]) -> dict[str, np.ndarray]:
             "motion": np.array([o.motion for o in obs], np.float32).reshape(len(obs), len(MOTION_STATS)),
             "xyxy": cat("xyxy", (0, 4), np.float32),
             "keypoints": cat("keypoints", (0, N_KP, 3), np.float32), "has_pose": cat("has_pose", (0,), bool),
-            "flow_mag": cat("flow_mag", (0,), np.float32), "flow_chaos": cat("flow_chaos", (0,), np.float32)}
+            "flow_mag": cat("flow_mag", (0,), np.float32), "flow_chaos": cat("flow_chaos", (0,), np.float32),
+            **({"motion_image": np.stack([o.motion_image for o in obs])}
+               if obs and all(o.motion_image.ndim == 3 for o in obs) else {})}
 
 
 def unpack_observations(z: dict[str, np.ndarray]) -> list[Observation]:
+    """``pack_observations`` undone; caches made before ``motion_image`` existed unpack without it."""
     o = z["offsets"]
+    img = z.get("motion_image")
     return [Observation(float(z["ts"][i]), int(z["frame_h"][i]), *(z[k][o[i]:o[i + 1]] for k in
                         ("xyxy", "keypoints", "has_pose", "flow_mag", "flow_chaos")), float(z["scene_flow"][i]),
-                        float(z["moving_area"][i]), float(z["moving_speed"][i]), z["motion"][i])
+                        float(z["moving_area"][i]), float(z["moving_speed"][i]), z["motion"][i],
+                        *([img[i]] if img is not None else []))
             for i in range(len(o) - 1)]
