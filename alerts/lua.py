@@ -95,6 +95,9 @@ if cid then  -- news of a case that exists: its timeline grows, no new alert
   redis.call('EXPIRE', ikey, ttl)
   local case = cjson.decode(raw)
   if case.state == 'closed' then return {cid, 'absorbed', raw} end
+  -- the cooldown runs from the incident's last news, not from the case's creation: a crowd that stands for longer
+  -- than the cooldown, and changes worker on the way (a failover starts a new incident), stays one case
+  if cooldown > 0 then redis.call('SET', k('dedupe', a.camera_id, a.zone_id, a.kind), cid, 'PX', cooldown) end
   CASE_ID = cid
   local entry = {ts = now, actor = 'gridwatch', state = case.state, note = a.detail, count = a.count}
   local status = 'updated'

@@ -109,7 +109,10 @@ class FleetMember:
         self.member_id = worker.name.encode()
         self._cameras: list[str] = []  # the ids to share (enabled cameras of the current config)
         self._owned: set[str] = set()
+        self._applied: set[str] | None = None  # what on_change was last given
         self._lock = threading.Lock()
+        self._apply_lock = threading.Lock()  # one on_change at a time, always with the newest set
+        self._settled_at: float | None = None  # members unchanged since (monotonic); None: still settling
         self._stop = threading.Event()
         self._last_attempt = time.monotonic()
         self._lost = threading.Event()  # set by whoever first notices the membership may be gone
@@ -125,6 +128,8 @@ class FleetMember:
     def start(self, cameras: Iterable[str]) -> "FleetMember":
         self._cameras = sorted(cameras)
         self.coord.start(start_heart=False)  # our own heartbeat thread: it also measures freezes (fencing)
+        self._started = time.monotonic()
+        self._settling_done = False
         self._join()
         self._last_attempt = time.monotonic()
         for t in self._threads:
@@ -209,6 +214,8 @@ class FleetMember:
                     self._fence()
                 self.coord.run_watchers()  # joins and leaves since the last call move the ring
                 members = self.coord.get_members(self.group).get()
+                if len(members) != self._members_seen or self._settled_at is None:
+                    self._settled_at = time.monotonic()  # (only the start's settling reads it)
                 self._members_seen = len(members)
                 if self.member_id not in members:
                     log.warning("worker %s is no longer a member of %s (declared dead while away): dropping its "
@@ -229,9 +236,23 @@ class FleetMember:
         self._join()
         self._lost.clear()
 
+    def _settled(self) -> bool:
+        """A worker takes cameras once the members it sees stopped changing for two heartbeats (or after the
+        membership timeout): when a whole fleet starts at once, the first one up would otherwise open every camera
+        and hand most of them on a second later."""
+        if self._settled_at is None:
+            return False
+        now = time.monotonic()
+        return now - self._settled_at >= 2 * self.fleet.heartbeat_s or now - self._started >= \
+            self.fleet.membership_timeout_s
+
     def _recompute(self) -> set[str]:
         if self._lost.is_set() or self.partitioner is None or self.member_id not in self.partitioner.ring.nodes:
             return self.owned()  # not (yet) on the ring, e.g. rejoining after a Redis restart: keep what we run
+        if not self._settling_done:
+            if not self._settled():
+                return self.owned()
+            self._settling_done = True
         mine = {c for c, member in assign(self.partitioner.ring, self._cameras).items() if member == self.member_id}
         self._set_owned(mine)
         return mine
@@ -243,5 +264,10 @@ class FleetMember:
             gained, lost = owned - self._owned, self._owned - owned
             self._owned = set(owned)
         log.info("worker %s owns %d cameras (+%d -%d)", self.worker.name, len(owned), len(gained), len(lost))
-        if self.on_change is not None:
-            self.on_change(set(owned))
+        # the membership thread and a config change may both get here: whoever applies, applies the newest set,
+        # so two calls can never leave the pipeline on the older one
+        with self._apply_lock:
+            newest = self.owned()
+            if newest != self._applied and self.on_change is not None:
+                self.on_change(newest)
+                self._applied = newest

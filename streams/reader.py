@@ -148,6 +148,7 @@ class CameraReader(threading.Thread):
         self.health.history.append((self.health.state, self.health.since))
         self.hwaccel = pick_hwaccel(hwaccel)
         self.backoff = Backoff()
+        self._refusals = 0
         self._stop_event = threading.Event()
         self._clock = clock
         self._seq = 0
@@ -176,6 +177,8 @@ class CameraReader(threading.Thread):
     # --- internals ----------------------------------------------------------------
     def _set_state(self, state: CameraState, error: str | None = None) -> None:
         h = self.health
+        if state == "online":
+            self._refusals = 0  # refusals in a row
         if error is not None:
             h.last_error = self._mask(error)
         if h.state != state:
@@ -200,12 +203,12 @@ class CameraReader(threading.Thread):
                 self._set_state("offline", str(err))
             except (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError, PermissionError) as err:
                 self._set_state("unauthorized", f"{type(err).__name__}: {err}")
-                delay = self.UNAUTHORIZED_RETRY_S
+                delay = self._refused()
             except av.error.FFmpegError as err:
                 msg = f"{type(err).__name__}: {err}"
                 if "401" in msg or "Unauthorized" in msg:
                     self._set_state("unauthorized", msg)
-                    delay = self.UNAUTHORIZED_RETRY_S
+                    delay = self._refused()
                 else:
                     self._set_state("offline", msg)
             except (OSError, ValueError) as err:  # refused, no such file, bad data
@@ -218,6 +221,15 @@ class CameraReader(threading.Thread):
             self.health.reconnects += 1
             self._stop_event.wait(self.backoff.next_delay() if delay is None else delay)
         self._set_state("stopped")
+
+    def _refused(self) -> float | None:
+        """The wait after the camera refused us: the long one only when it refuses twice in a row.
+
+        An overloaded RTSP server (or one restarting) may answer a single connect with EPERM or 401; a camera that
+        moved to this worker in a failover must not sit out a minute for that. A wrong password refuses every time.
+        """
+        self._refusals += 1
+        return self.UNAUTHORIZED_RETRY_S if self._refusals >= 2 else None
 
     def _open(self):
         """Open the camera; the URL is checked again at every connect (a media dir's symlink may have changed)."""

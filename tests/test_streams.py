@@ -133,8 +133,10 @@ def test_wrong_password_is_unauthorized_and_never_shown(vtest, cam_clip, rtsp_ok
         try:
             assert wait_for(lambda: reader.health.state == "unauthorized", 15), reader.health
             assert "wrong-one" not in str(reader.snapshot_health())
-            time.sleep(1.0)
-            assert reader.health.reconnects <= 1  # no tight retry loop against a locked camera
+            time.sleep(3.0)
+            # no tight retry loop against a locked camera: one quick retry (a single refusal may be a busy server),
+            # then the long wait
+            assert reader.health.reconnects <= 2
             assert wait_for(lambda: good.health.frames_analysed >= 2, 15), good.health  # right password works
             assert rate() >= 4.25
         finally:
