@@ -19,6 +19,7 @@ Keys (prefix ``gw``; docs/queue.md has the whole picture):
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
@@ -42,6 +43,7 @@ ACTIONS: tuple[str, ...] = get_args(Action)
 PRIORITIES: tuple[int, ...] = (1, 2, 3, 4)  # 1 fight; crowds 2 (>= 2x threshold), 3 (>= 1.5x), 4
 GROUP = "workers"
 INCIDENT_TTL_S = 7 * 86400  # how long a repeated alert of an incident is still recognised
+PARSED_CACHE = 20000  # cases whose parsed form a store keeps (list); about 3 KB each
 
 # action -> (states it may be taken from, state it leads to)
 TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
@@ -232,6 +234,9 @@ class CaseStore:
         self._attach = client.register_script(lua.ATTACH)
         self._reindex = client.register_script(lua.REINDEX)
         self._indexed = False
+        self._parsed: dict[str, tuple[bytes, Case]] = {}  # case id -> (its JSON as read, parsed): list()'s cache
+        # SORT ... GET reads an index and its cases in one round trip; not where a key pattern would misread
+        self._sort_ok = "*" not in prefix and "->" not in prefix and "{" not in prefix
         self._index_lock = threading.Lock()  # one backfill per process, however many requests arrive meanwhile
 
     def with_policy(self, policy: AlertsConfig) -> "CaseStore":
@@ -267,17 +272,35 @@ class CaseStore:
         return getattr(self.policy.limits, field) if field else None
 
     # --- alerts in ----------------------------------------------------------------
-    def ingest(self, alert: Alert, cooldown_s: float | None = None) -> tuple[str, Case | None]:
+    def ingest(self, alert: Alert, cooldown_s: float | None = None, *, now: float | None = None
+               ) -> tuple[str, Case | None]:
         """One alert into the queue, atomically and idempotently; returns (status, case).
 
         status: ``created`` (a new case in the grid's queue), ``updated`` / ``ended`` (news on the
         incident's open case), ``absorbed`` (its case is closed, within the cooldown), ``duplicate``
         (this alert was seen before: a retry or a replay), ``ignored`` (the end of an unknown incident).
+        ``now``: when the queue received it (default: now; a generated history, gridwatch/district.py, sets it).
         """
-        cooldown = self.policy.cooldown_s if cooldown_s is None else cooldown_s
-        _, status, raw = self._ingest(args=[self.p, alert.to_json(), int(cooldown * 1000), repr(time.time()),
-                                              self.policy.limits.new_s, INCIDENT_TTL_S])
+        _, status, raw = self._ingest(args=self._ingest_args(alert, cooldown_s, now))
         return status.decode(), (Case.model_validate_json(raw) if raw else None)
+
+    def _ingest_args(self, alert: Alert, cooldown_s: float | None, now: float | None) -> list:
+        cooldown = self.policy.cooldown_s if cooldown_s is None else cooldown_s
+        return [self.p, alert.to_json(), int(cooldown * 1000), repr(time.time() if now is None else now),
+                self.policy.limits.new_s, INCIDENT_TTL_S]
+
+    def ingest_many(self, alerts: list[Alert], cooldown_s: float | None = None, *,
+                    now: list[float] | None = None) -> list[tuple[str, str]]:
+        """Many alerts in one pipelined round trip, each its own atomic INGEST; returns (status, case id) each.
+
+        For bulk loads (a generated district, a replay); ``now``: when each one was received.
+        """
+        if not alerts:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for i, alert in enumerate(alerts):
+            self._ingest(args=self._ingest_args(alert, cooldown_s, None if now is None else now[i]), client=pipe)
+        return [(status.decode(), cid.decode()) for cid, status, _ in pipe.execute()]
 
     def case_of_incident(self, incident_id: str) -> str:
         cid = self.r.hget(self.k("incident", incident_id), "case")
@@ -293,9 +316,77 @@ class CaseStore:
 
     # --- people act -----------------------------------------------------------------
     def transition(self, cid: str, action: str, actor: str, *, worker: str | None = None,
-                   verdict: str | None = None, note: str | None = None, by: str | None = None) -> Case:
+                   verdict: str | None = None, note: str | None = None, by: str | None = None,
+                   now: float | None = None) -> Case:
         """``actor``: who the action is recorded for; ``by``: the account that sent it, kept in the (hash-chained)
-        history when it is someone else (an operator entering what a worker radioed in)."""
+        history when it is someone else (an operator entering what a worker radioed in). ``now``: when it
+        happened (default: now; a generated history sets it)."""
+        worker = self._check_action(action, actor, worker, verdict)
+        for _ in range(100):
+            case = self._load(cid)
+            after, entry, kw = self._transition_step(case, action, actor, worker, verdict, note, by,
+                                                     time.time() if now is None else now)
+            out = self._commit(case, after, entry, "case.updated", **kw)
+            if out is not None:
+                if action in ("dispatch", "accept", "resolve", "close"):
+                    self._ack_delivery(after)
+                return out
+        raise RuntimeError(f"case {cid} changed 100 times while {action} was tried; try again")
+
+    def transition_many(self, steps: list[dict]) -> list[Case | Exception]:
+        """Many transitions, of different cases, in three pipelined round trips (read, commit, delivery acks).
+
+        Each step is ``transition``'s keywords: ``{"cid", "action", "actor", "worker"?, "verdict"?, "note"?,
+        "by"?, "now"?}``; each commit is still its own atomic, version-checked step. A step whose case changed
+        meanwhile is retried alone (``transition``). Returns the case after each step, or the exception it raised.
+        For bulk work (a generated district's history); a person's action goes through ``transition``.
+        """
+        pipe = self.r.pipeline(transaction=False)
+        for st in steps:
+            pipe.get(self._case(st["cid"]))
+            if st["action"] == "close":
+                pipe.smembers(self.k("case", st["cid"], "evidence"))
+        raw = iter(pipe.execute())
+        out: list[Case | Exception | None] = []
+        todo = []
+        for st in steps:
+            case_raw = next(raw)
+            evidence = next(raw) if st["action"] == "close" else None
+            try:
+                if case_raw is None:
+                    raise CaseNotFound(st["cid"])
+                case = json.loads(case_raw)
+                worker = self._check_action(st["action"], st["actor"], st.get("worker"), st.get("verdict"))
+                now = st.get("now") or time.time()
+                after, entry, kw = self._transition_step(case, st["action"], st["actor"], worker, st.get("verdict"),
+                                                         st.get("note"), st.get("by"), now, evidence=evidence)
+            except (CaseNotFound, IllegalTransition, ValueError) as err:
+                out.append(err)
+                continue
+            todo.append((len(out), st, case, after, entry, kw))
+            out.append(None)
+        pipe = self.r.pipeline(transaction=False)
+        for _, _, case, after, entry, kw in todo:
+            self._commit(case, after, entry, "case.updated", client=pipe, **kw)
+        acks = self.r.pipeline(transaction=False)
+        for (i, st, _, after, _, _), res in zip(todo, pipe.execute()):
+            if res in (b"conflict", b"missing"):
+                try:
+                    out[i] = self.transition(st["cid"], st["action"], st["actor"], worker=st.get("worker"),
+                                             verdict=st.get("verdict"), note=st.get("note"), by=st.get("by"),
+                                             now=st.get("now"))
+                except (CaseNotFound, IllegalTransition, ValueError) as err:
+                    out[i] = err
+                continue
+            out[i] = Case.model_validate_json(res)
+            if st["action"] in ("dispatch", "accept", "resolve", "close") and after.get("stream_id"):
+                acks.xack(after["queue"], GROUP, after["stream_id"])
+        acks.execute()
+        return out  # type: ignore[return-value]
+
+    @staticmethod
+    def _check_action(action: str, actor: str, worker: str | None, verdict: str | None) -> str | None:
+        """The arguments' own checks; returns the worker (``accept``: the actor, unless named)."""
         if action not in TRANSITIONS:
             raise ValueError(f"unknown action {action!r}; one of {sorted(TRANSITIONS)}")
         if not actor:
@@ -306,38 +397,40 @@ class CaseStore:
             worker = worker or actor
         if action == "resolve" and verdict not in VERDICTS:
             raise ValueError(f"resolve needs verdict: one of {', '.join(VERDICTS)}")
-        allowed, target = TRANSITIONS[action]
-        for _ in range(100):
-            case = self._load(cid)
-            if case["state"] not in allowed:
-                raise IllegalTransition(cid, action, case["state"])
-            if action == "reassign" and worker == case.get("worker"):
-                raise ValueError(f"reassign needs a different worker: {worker} already has case {cid}")
-            now = time.time()
-            after = {**case, "state": target, "updated_at": now, "state_since": now, "escalation_level": 0,
-                     "version": case["version"] + 1}
-            if worker:
-                after["worker"] = worker
-            if verdict and action == "resolve":
-                after["verdict"] = verdict
-                after["resolved_by"] = actor
-            entry = {"ts": now, "actor": actor, "action": action, "state": target, "note": note, "worker": worker,
-                     "verdict": verdict if action == "resolve" else None, **_sent_by(actor, by)}
-            if action == "reassign":
-                entry["note"] = f"from {case.get('worker')}" + (f": {note}" if note else "")
-            limit = self.limit_s(target)
-            extras, counters, pins = self._side_effects(case, after, action, actor, note)
-            out = self._commit(case, after, entry, "case.updated",
-                               deadline=repr(now + limit) if limit else "clear",
-                               extras=extras, counters=counters, pins=pins, police=note or action)
-            if out is not None:
-                if action in ("dispatch", "accept", "resolve", "close"):
-                    self._ack_delivery(after)
-                return out
-        raise RuntimeError(f"case {cid} changed 100 times while {action} was tried; try again")
+        return worker
 
-    def _side_effects(self, before: dict, after: dict, action: str, actor: str, note: str | None):
-        """Feedback counters and records on a verdict; retention of the evidence when a case closes."""
+    def _transition_step(self, case: dict, action: str, actor: str, worker: str | None, verdict: str | None,
+                         note: str | None, by: str | None, now: float, evidence=None) -> tuple[dict, dict, dict]:
+        """The case after ``action``, its audit entry and the commit's side effects; raises when not allowed."""
+        allowed, target = TRANSITIONS[action]
+        cid = case["id"]
+        if case["state"] not in allowed:
+            raise IllegalTransition(cid, action, case["state"])
+        if action == "reassign" and worker == case.get("worker"):
+            raise ValueError(f"reassign needs a different worker: {worker} already has case {cid}")
+        after = {**case, "state": target, "updated_at": now, "state_since": now, "escalation_level": 0,
+                 "version": case["version"] + 1}
+        if worker:
+            after["worker"] = worker
+        if verdict and action == "resolve":
+            after["verdict"] = verdict
+            after["resolved_by"] = actor
+        entry = {"ts": now, "actor": actor, "action": action, "state": target, "note": note, "worker": worker,
+                 "verdict": verdict if action == "resolve" else None, **_sent_by(actor, by)}
+        if action == "reassign":
+            entry["note"] = f"from {case.get('worker')}" + (f": {note}" if note else "")
+        limit = self.limit_s(target)
+        extras, counters, pins = self._side_effects(case, after, action, actor, note, now, evidence)
+        return after, entry, {"deadline": repr(now + limit) if limit else "clear", "extras": extras,
+                              "counters": counters, "pins": pins, "police": note or action}
+
+    def _side_effects(self, before: dict, after: dict, action: str, actor: str, note: str | None,
+                      now: float | None = None, evidence=None):
+        """Feedback counters and records on a verdict; retention of the evidence when a case closes.
+
+        ``evidence``: the case's evidence names when already read (``transition_many``), else they are read here.
+        """
+        now = time.time() if now is None else now
         extras, counters, pins = [], [], []
         if action == "resolve":
             zone = f"{after['camera_id']}|{after['zone_id']}|{after['kind']}"
@@ -347,12 +440,14 @@ class CaseStore:
                 "verdict": after["verdict"], "actor": actor, "worker": after.get("worker") or "", "note": note or "",
                 "count": after["count"], "score": after["score"], "priority": after["priority"],
                 "snapshot": after.get("snapshot") or "", "clip": after.get("clip") or "",
-                "photos": json.dumps(after.get("photos") or []), "ts": repr(time.time())}])
+                "photos": json.dumps(after.get("photos") or []), "ts": repr(now)}])
         if action == "close":
             days = (self.policy.retention.feedback_days if after.get("verdict") == "false_alarm"
                     else self.policy.retention.evidence_days)
-            until = repr(time.time() + days * 86400)
-            pins = [[n.decode(), until] for n in self.r.smembers(self.k("case", after["id"], "evidence"))]
+            until = repr(now + days * 86400)
+            if evidence is None:
+                evidence = self.r.smembers(self.k("case", after["id"], "evidence"))
+            pins = [[n.decode(), until] for n in evidence]
         return extras, counters, pins
 
     def add_note(self, cid: str, actor: str, note: str | None = None, photo: str | None = None,
@@ -380,13 +475,18 @@ class CaseStore:
 
     def _commit(self, before: dict, after: dict, entry: dict, event: str, *, deadline: str = "",
                 extras: list | None = None, counters: list | None = None, pins: list | None = None,
-                police: str = "") -> Case | None:
-        """Write a changed case, its audit entry, event and side effects in one step; None if it changed meanwhile."""
+                police: str = "", client=None) -> Case | None:
+        """Write a changed case, its audit entry, event and side effects in one step; None if it changed meanwhile.
+
+        ``client``: a pipeline to queue the step on (its result comes with the pipeline's, unparsed).
+        """
         after = {k: v for k, v in after.items() if k not in ("history", "delivery_id", "deliveries")}
         entry = {k: v for k, v in entry.items() if v is not None}
         out = self._commit_script(args=[
             self.p, before["id"], before["version"], json.dumps(after), json.dumps(entry), event, deadline,
-            json.dumps(extras or []), json.dumps(counters or []), json.dumps(pins or []), police])
+            json.dumps(extras or []), json.dumps(counters or []), json.dumps(pins or []), police], client=client)
+        if client is not None:
+            return None
         if out in (b"conflict",):
             return None
         if out == b"missing":
@@ -565,29 +665,103 @@ class CaseStore:
         stays on their list however many alerts the other 491 cameras raised since.
         """
         self.ensure_indexes()
+        steps = self._list_steps(grid, camera, kind, state, worker, sort, limit, scan)
+        try:
+            want = next(steps)
+            while True:
+                want = steps.send(self._newest(*want))
+        except StopIteration as done:
+            return done.value
+
+    async def alist(self, aclient, *, grid: str | None = None, camera: str | None = None, kind: str | None = None,
+                    state: str | None = None, worker: str | None = None, sort: Literal["time", "priority"] = "time",
+                    limit: int = 50, scan: int = 2000) -> list[Case]:
+        """``list`` through ``aclient``, an asyncio client (redis.asyncio) of the same server: the API lists on its
+        event loop, with no thread per request (docs/api-scale.md)."""
+        if not self._indexed:
+            await asyncio.to_thread(self.ensure_indexes)
+        steps = self._list_steps(grid, camera, kind, state, worker, sort, limit, scan)
+        try:
+            want = next(steps)
+            while True:
+                want = steps.send(await self._anewest(aclient, *want))
+        except StopIteration as done:
+            return done.value
+
+    def _list_steps(self, grid, camera, kind, state, worker, sort, limit, scan):
+        """``list``'s logic, for a sync or an async reader: yields (index, start, count), is sent what
+        ``_newest`` reads for it, returns the cases."""
         base = (self.k("cases", "worker", worker) if worker else self.k("cases", "camera", camera) if camera
                 else self.k("cases", "grid", grid) if grid else self.k("cases"))
         sources = [base]
         if not (worker or camera or grid) and (sort == "priority" or (state and state != "closed")):
             # open cases come first by priority, however old; closed ones only fill up the rest
             sources = [self.k("cases", "open")] + ([] if state else [base])
-        ids = list(dict.fromkeys(i.decode() for src in sources for i in self.r.zrevrange(src, 0, scan - 1)))
-        out = []
-        for chunk in (ids[i:i + 200] for i in range(0, len(ids), 200)):
-            for raw in self.r.mget([self._case(c) for c in chunk]):
-                if raw is None:
-                    continue
-                case = Case.model_validate_json(raw)
-                if ((grid and case.grid_id != grid) or (camera and case.camera_id != camera)
-                        or (kind and case.kind != kind) or (state and case.state != state)
-                        or (worker and case.worker != worker)):
-                    continue
-                out.append(case)
-                if sort == "time" and len(out) >= limit:
-                    return out
+        out: list[Case] = []
+        seen: set[str] = set()
+        for n, src in enumerate(sources):
+            if n and sort == "priority" and len(out) >= limit:
+                break  # the open cases fill the page: the closed ones, which sort after them, are not needed
+            for start in range(0, scan, 500):
+                chunk = yield (src, start, min(500, scan - start))
+                for cid, raw in chunk:
+                    if raw is None or cid in seen:
+                        continue
+                    seen.add(cid)
+                    case = self._parsed_case(cid, raw)
+                    if ((grid and case.grid_id != grid) or (camera and case.camera_id != camera)
+                            or (kind and case.kind != kind) or (state and case.state != state)
+                            or (worker and case.worker != worker)):
+                        continue
+                    out.append(case)
+                    if sort == "time" and len(out) >= limit:
+                        return out
+                if len(chunk) < min(500, scan - start):
+                    break  # the index has no more
         if sort == "priority":
             out.sort(key=lambda c: (c.state == "closed", c.priority, -c.ts))
         return out[:limit]
+
+    def _newest(self, index: str, start: int, count: int) -> list[tuple[str, bytes | None]]:
+        """The cases of an index (a sorted set), newest first from ``start``: (id, JSON or None) each.
+
+        One round trip: ``SORT index BY nosort DESC LIMIT start count GET # GET case:*`` reads the sorted set's own
+        order and each case with it (ZREVRANGE then MGET took two). Where SORT is refused (an ACL without
+        @dangerous), the two commands.
+        """
+        if self._sort_ok:
+            try:
+                flat = self.r.sort(index, start=start, num=count, by="nosort", desc=True,
+                                   get=["#", self._case("*")])
+                return [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
+            except redis.ResponseError:
+                self._sort_ok = False
+        ids = [b.decode() for b in self.r.zrevrange(index, start, start + count - 1)]
+        return list(zip(ids, self.r.mget([self._case(c) for c in ids]))) if ids else []
+
+    async def _anewest(self, aclient, index: str, start: int, count: int) -> list[tuple[str, bytes | None]]:
+        """``_newest`` on an asyncio client."""
+        if self._sort_ok:
+            try:
+                flat = await aclient.sort(index, start=start, num=count, by="nosort", desc=True,
+                                          get=["#", self._case("*")])
+                return [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
+            except redis.ResponseError:
+                self._sort_ok = False
+        ids = [b.decode() for b in await aclient.zrevrange(index, start, start + count - 1)]
+        return list(zip(ids, await aclient.mget([self._case(c) for c in ids]))) if ids else []
+
+    def _parsed_case(self, cid: str, raw: bytes) -> Case:
+        """``raw`` as a Case; parsed once per version of the case (the lists read the same cases again and again:
+        comparing the bytes is a hundred times cheaper than validating them)."""
+        hit = self._parsed.get(cid)
+        if hit is not None and hit[0] == raw:
+            return hit[1]
+        case = Case.model_validate_json(raw)
+        if len(self._parsed) >= PARSED_CACHE:
+            self._parsed.clear()  # simple and rare: the next lists parse again what they read
+        self._parsed[cid] = (raw, case)
+        return case
 
     def ensure_indexes(self, batch: int = 500) -> int:
         """Index cases written before the list indexes existed (once per database); returns how many."""

@@ -8,6 +8,7 @@ cases and cameras of their grids by the helpers at the end.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated
 from urllib.parse import quote
@@ -117,11 +118,35 @@ def user_from_request(request: Request, bearer: HTTPAuthorizationCredentials | N
     return None if acc is None else User(name=acc.name, role=acc.role, grids=acc.grids)
 
 
-def current_user(request: Request, scopes: SecurityScopes,
-                 bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-                 cookie: Annotated[str | None, Depends(cookie_scheme)]) -> User:
-    """401 without a valid session or token; 403 when the route's roles (the security scopes) exclude the user's."""
-    user = user_from_request(request, bearer, cookie)
+async def current_user(request: Request, scopes: SecurityScopes,
+                       bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+                       cookie: Annotated[str | None, Depends(cookie_scheme)]) -> User:
+    """401 without a valid session or token; 403 when the route's roles (the security scopes) exclude the user's.
+
+    Async, so that the usual request (a token checked within the last second) costs no thread hop; one that needs
+    Redis (the revocation check) asks it in a thread (docs/api-scale.md).
+    """
+    token = bearer.credentials if bearer is not None else cookie
+    checked = getattr(request.state, "account", None)
+    if token and checked is not None and checked[0] == token:
+        acc = checked[1]
+    elif token:
+        book = get_accounts(request)
+        acc = book.resolve(token, ask_redis=False)
+        if acc is AccountBook.ASK_REDIS:
+            acc = await asyncio.to_thread(book.resolve, token)
+    else:
+        acc = None
+    user = None if acc is None else User(name=acc.name, role=acc.role, grids=acc.grids)
+    return _admit(request, scopes, user)
+
+
+def _current_user_sync(request: Request, scopes: SecurityScopes, bearer: HTTPAuthorizationCredentials | None,
+                       cookie: str | None) -> User:
+    return _admit(request, scopes, user_from_request(request, bearer, cookie))
+
+
+def _admit(request: Request, scopes: SecurityScopes, user: User | None) -> User:
     if user is None:
         raise HTTPException(401, "not logged in: POST /api/auth/login, then send the session cookie or "
                                  "'Authorization: Bearer <access_token>'", headers={"WWW-Authenticate": "Bearer"})
@@ -174,7 +199,7 @@ def metrics_access(request: Request,
     """/metrics: public only when the config says so (auth.metrics_public); else an operator's or admin's token."""
     if request.app.state.config.auth.metrics_public:
         return
-    current_user(request, SecurityScopes(["operator", "admin"]), bearer, cookie)
+    _current_user_sync(request, SecurityScopes(["operator", "admin"]), bearer, cookie)
 
 
 # -- grid workers see their own grids only --------------------------------------------------------
@@ -216,6 +241,25 @@ def worker_may(user: User, action: str, case: Case | None, actor: str | None, wo
     if action == "resolve" and case.state not in WORKER_RESOLVES_FROM:
         raise HTTPException(409, f"case {case.id} is {case.state}; a grid worker resolves a case "
                                  "they were sent to (dispatched or on site)")
+
+
+async def visible_cases_async(lister, user: User, *, grid: str | None = None, limit: int = 50, **filters
+                              ) -> list[Case]:
+    """``visible_cases`` with ``lister``, an async ``store.list`` (``partial(store.alist, aclient)``)."""
+    if user.role != "grid_worker":
+        if grid is None and filters.get("sort", "time") == "time" and not any(
+                v for k, v in filters.items() if k != "sort"):
+            return await lister(limit=limit, scan=limit, **filters)
+        return await lister(grid=grid, limit=limit, **filters)
+    if grid is not None:
+        check_grid(user, grid)
+        return await lister(grid=grid, limit=limit, **filters)
+    rows = [c for g in user.grids for c in await lister(grid=g, limit=limit, **filters)]
+    if filters.get("sort") == "priority":
+        rows.sort(key=lambda c: (c.state == "closed", c.priority, -c.ts))
+    else:
+        rows.sort(key=lambda c: -c.created_at)
+    return rows[:limit]
 
 
 def visible_cases(store, user: User, *, grid: str | None = None, limit: int = 50, **filters) -> list[Case]:

@@ -110,7 +110,9 @@ class RequestGuard:
             user = None
             if token:
                 try:
-                    user = await asyncio.to_thread(app.state.accounts.resolve, token)
+                    user = app.state.accounts.resolve(token, ask_redis=False)  # no thread when it needs no Redis
+                    if user is app.state.accounts.ASK_REDIS:
+                        user = await asyncio.to_thread(app.state.accounts.resolve, token)
                 except redis.RedisError:
                     return redis_unavailable(app)  # one place decides what a Redis outage answers
                 scope.setdefault("state", {})["account"] = (token, user)  # the route's login check reuses it

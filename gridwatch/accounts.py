@@ -104,22 +104,43 @@ def load_secret(path: Path) -> bytes:
 class SessionRevocations:
     """Token ids ended before their time (logout), in Redis so that every API process honours them.
 
-    Each id is kept only as long as its token would have lived.
+    Each id is kept only as long as its token would have lived. A token found not revoked is believed for
+    ``CLEAR_S`` (1 s) without asking Redis again: a console sends several requests a second, and that one EXISTS was a
+    third of the Redis round trips of a case list (docs/api-scale.md). A logout in this process counts at once;
+    in another process within ``CLEAR_S``, as a changed accounts file does (``AccountBook.REFRESH_S``).
     """
+
+    CLEAR_S = 1.0
+    MAX_CLEAR = 10000  # token ids remembered as not revoked (then forgotten all at once)
 
     def __init__(self, client: redis.Redis, prefix: str = "gw"):
         self.r, self.prefix = client, prefix
+        self._clear: dict[str, float] = {}  # token id -> monotonic time until which it is believed not revoked
 
     def _key(self, token_id: str) -> str:
         return f"{self.prefix}:session:revoked:{token_id}"
 
     def revoke(self, token_id: str, expires_at: float) -> None:
+        self._clear.pop(token_id, None)
         ms = int((expires_at - time.time()) * 1000)
         if ms > 0:
             self.r.set(self._key(token_id), b"1", px=ms)
 
+    def known_clear(self, token_id: str) -> bool:
+        """Whether the token is believed not revoked without asking Redis (checked within ``CLEAR_S``)."""
+        return self._clear.get(token_id, 0.0) > time.monotonic()
+
     def revoked(self, token_id: str) -> bool:
-        return bool(self.r.exists(self._key(token_id)))
+        now = time.monotonic()
+        if self._clear.get(token_id, 0.0) > now:
+            return False
+        if self.r.exists(self._key(token_id)):
+            self._clear.pop(token_id, None)
+            return True
+        if len(self._clear) >= self.MAX_CLEAR:
+            self._clear.clear()
+        self._clear[token_id] = now + self.CLEAR_S
+        return False
 
 
 class AccountBook:
@@ -276,10 +297,14 @@ class AccountBook:
         exp = signed_at.timestamp() + float(data.get("ttl", self.ttl_s))
         return {**data, "exp": exp} if time.time() <= exp else None
 
-    def resolve(self, token: str) -> Account | None:
+    ASK_REDIS = object()  # resolve(ask_redis=False): the answer needs Redis
+
+    def resolve(self, token: str, *, ask_redis: bool = True):
         """The account a token was issued to, if it is genuine, unexpired, not logged out, and its password unchanged.
 
-        May ask Redis (the revocations); its connection errors propagate (the API answers 503).
+        May ask Redis (the revocations); its connection errors propagate (the API answers 503). ``ask_redis=False``:
+        answers only what it can without Redis, else ``AccountBook.ASK_REDIS`` (an async caller then asks in a
+        thread, and does not block its event loop on Redis).
         """
         self.refresh()
         data = self.claims(token)
@@ -288,7 +313,10 @@ class AccountBook:
         acc = self._by_name.get(data.get("u", ""))
         if acc is None or acc.fingerprint != data.get("f"):
             return None
-        if self.revocations is not None and self.revocations.revoked(data["j"]):
+        rev = self.revocations
+        if rev is not None and not ask_redis and not rev.known_clear(data["j"]):
+            return self.ASK_REDIS
+        if rev is not None and rev.revoked(data["j"]):
             return None
         return acc
 
