@@ -56,11 +56,11 @@ def _first_admin(cfg) -> str:
 
 
 def _serve(cfg, host: str, port: int, duration: float | None, banner: str, config_path: str | None = None,
-           login: str = "", analyse: bool = True, workers: Path | None = None, n_workers: int = 0) -> int:
+           login: str = "", analyse: bool = True, setup: Callable | None = None) -> int:
     """``run``, ``demo`` and (``analyse=False``) ``serve``: one Service, served until Ctrl-C, SIGTERM or ``duration``.
 
-    ``n_workers`` (the demo's ``--workers``): the pipeline runs in that many ``gridwatch worker`` processes on the
-    config file ``workers``, sharing this process's Redis, instead of in this process.
+    ``setup(service, stack)``: runs once the service is up, before serving (the demo's worker processes, the
+    district's cases); what it returns is added to the banner, and ``stack`` closes when serving ends.
     """
     from alerts.redis_server import DataDirInUse
     from gridwatch.service import Service
@@ -69,10 +69,9 @@ def _serve(cfg, host: str, port: int, duration: float | None, banner: str, confi
     banner += _first_admin(cfg)
     login = login or "Log in with your gridwatch account (`gridwatch user add` makes one)"
     try:
-        with Service(cfg, Path(config_path) if config_path else None, analyse=analyse and not n_workers) as svc, \
-                ExitStack() as fleet:
-            if n_workers:
-                banner += _start_workers(fleet, workers, svc.redis_url, n_workers)
+        with Service(cfg, Path(config_path) if config_path else None, analyse=analyse) as svc, ExitStack() as extra:
+            if setup is not None:
+                banner += setup(svc, extra)
             url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
             svc.serve(host, port, duration,
                       on_ready=lambda: print(f"{banner}\nOperator page: {url}\n{login}", flush=True))
@@ -119,11 +118,35 @@ def cmd_run(args) -> int:
     return _serve(cfg, args.host, args.port, args.duration, f"gridwatch: {len(cfg.cameras)} cameras", args.config)
 
 
+def _demo_district(args) -> int:
+    """The centre's scale without its cameras: 600 grids, 492 cameras (placeholders nobody opens), 5,000 cases."""
+    from gridwatch.demo import demo_accounts
+    from gridwatch.district import district_config, seed_cases
+
+    data_dir = Path(args.data_dir).resolve() / "district"
+    cfg = district_config(data_dir)
+    busiest = max(cfg.grids, key=lambda g: sum(c.grid == g.id for c in cfg.cameras))
+    login = demo_accounts(cfg, worker_grids=[busiest.id])
+
+    def seed(svc, stack) -> str:
+        if svc.store.r.exists(svc.store.k("cases")):
+            return "\ndistrict: cases kept from the last run"
+        counts = seed_cases(svc.store, cfg)
+        return f"\ndistrict: seeded {counts}"
+
+    print(f"demo --district: {len(cfg.grids)} grids, {len(cfg.cameras)} cameras (not analysed: their URLs are "
+          "placeholders; the cases are generated)", flush=True)
+    return _serve(cfg, args.host, args.port, args.duration, "gridwatch district demo running; Ctrl-C stops it",
+                  login=login, analyse=False, setup=seed)
+
+
 def cmd_demo(args) -> int:
     from gridwatch.demo import demo_accounts, demo_config, find_footage
     from gridwatch.harness import RtspServer, rtsp_server_available
 
     _logging(args.verbose)
+    if args.district:
+        return _demo_district(args)
     data_dir = Path(args.data_dir).resolve()
     footage = find_footage(data_dir)
     if not footage:
@@ -149,8 +172,12 @@ def cmd_demo(args) -> int:
             data_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, fleet_config)
         t0 = time.time()
+        setup = None
+        if args.workers:
+            def setup(svc, stack) -> str:
+                return _start_workers(stack, fleet_config, svc.redis_url, args.workers)
         rc = _serve(cfg, args.host, args.port, args.duration, "gridwatch demo running; Ctrl-C stops it", login=login,
-                    workers=fleet_config, n_workers=args.workers)
+                    analyse=not args.workers, setup=setup)
         print(f"demo ran {time.time() - t0:.0f} s")
         return rc
 
@@ -255,6 +282,14 @@ def cmd_user(args) -> int:
     return 0
 
 
+def cmd_conflict(args) -> int:
+    """``gridwatch conflict retrain|versions|activate``: conflict model versions learned from the site's verdicts
+    (gridwatch/learning.py, models/conflict/registry.py)."""
+    from gridwatch.learning import cli
+
+    return cli(args)
+
+
 def _sigterm_unwinds() -> Callable[[], None]:
     """SIGTERM ends gridwatch like Ctrl-C: every ``with`` block's cleanup runs; returns the undo.
 
@@ -297,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--duration", type=float, help="stop after this many seconds")
     demo.add_argument("--data-dir", default="var/demo")
     demo.add_argument("--no-rtsp", action="store_true", help="read the files directly")
+    demo.add_argument("--district", action="store_true",
+                      help="the centre's scale: 600 grids, 492 cameras and their cases, generated (no video analysed)")
     demo.add_argument("--workers", type=int, default=0, choices=range(0, 9), metavar="N",
                       help="run the pipeline in N worker processes (the fleet; 0: in this process)")
     demo.set_defaults(func=cmd_demo)
@@ -336,6 +373,26 @@ def main(argv: list[str] | None = None) -> int:
         if name == "token":
             p.add_argument("--ttl", type=float, default=None, help="seconds (default auth.session_ttl_s)")
         p.set_defaults(func=cmd_user)
+
+    conflict = sub.add_parser("conflict", help="conflict model versions: retrain from the site's verdicts, list, "
+                                               "activate (roll back)")
+    fsub = conflict.add_subparsers(dest="conflict_command", required=True)
+    retrain = fsub.add_parser("retrain", help="a new version from the base data plus the conflict verdicts; "
+                                              "promoted only when better on the held-back verdicts and the base CV")
+    retrain.add_argument("--config", required=True)
+    retrain.add_argument("--min-verdicts", type=int, default=10, help="do nothing with fewer (default 10)")
+    retrain.add_argument("--promote", choices=["auto", "never"], default="auto",
+                         help="auto: activate it when better on both; never: only store it")
+    retrain.add_argument("--base", type=Path, default=None,
+                         help="the base data: fight/ and noFight/ clips with sources.csv (default ../shared/data/"
+                              "fight-dev; observations cached in var/cache/conflict)")
+    versions = fsub.add_parser("versions", help="list the versions with their scores; * marks the active one")
+    versions.add_argument("--config", required=True)
+    act = fsub.add_parser("activate", help="run this version on every worker (rollback: an older one)")
+    act.add_argument("--config", required=True)
+    act.add_argument("version")
+    for p in (retrain, versions, act):
+        p.set_defaults(func=cmd_conflict)
 
     args = ap.parse_args(argv)
     undo = _sigterm_unwinds()

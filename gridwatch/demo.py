@@ -66,14 +66,16 @@ def find_footage(data_dir: Path) -> dict[str, Path]:
     return out
 
 
-def demo_accounts(cfg: GridwatchConfig) -> str:
-    """The demo's accounts, with new passwords each run (only their hashes are stored); says how to log in."""
+def demo_accounts(cfg: GridwatchConfig, worker_grids: list[str] | None = None) -> str:
+    """The demo's accounts, with new passwords each run (only their hashes are stored); says how to log in.
+
+    The grid worker works in ``worker_grids`` (default: every grid below the district)."""
     import secrets
 
     from gridwatch.accounts import AccountBook
 
     book = AccountBook.for_config(cfg)
-    grids = [g.id for g in cfg.grids if g.parent]
+    grids = worker_grids if worker_grids is not None else [g.id for g in cfg.grids if g.parent]
     people = {"operator": ("operator", []), "worker": ("grid_worker", grids), "admin": ("admin", [])}
     passwords = {name: secrets.token_urlsafe(9) for name in people}
     for name, (role, g) in people.items():

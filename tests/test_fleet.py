@@ -13,6 +13,7 @@ import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -106,7 +107,11 @@ def fleet_redis(valkey):
     """A clean database for one fleet (the fleet's keys use the default prefix, as in production): REDIS_URL's
     server when set, else the embedded Valkey (its unix socket: tooz's Redis driver takes it too). Once, not per
     server: each fleet test starts several worker processes."""
-    redis_url = os.environ.get("REDIS_URL") or valkey.url
+    base = os.environ.get("REDIS_URL") or valkey.url
+    # a database of their own: the fleet's keys use the production prefix, and flushing must not touch other tests'
+    parts = urlsplit(base)
+    redis_url = urlunsplit(parts._replace(path="/14")) if parts.scheme.startswith("redis") else \
+        urlunsplit(parts._replace(query="db=14"))
     r = redis.Redis.from_url(redis_url)
     r.flushdb()
     yield redis_url
