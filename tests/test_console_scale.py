@@ -267,7 +267,16 @@ def test_the_wall_shows_problems_first_and_pages_the_rest(centre, console):
     pager = page.locator("#wallpager")
     assert pager.get_attribute("data-pages") == str(math.ceil(492 / 48))
     expect(page.locator("#wpage")).to_have_text("1–48 of 492")
-    first = set(tiles.evaluate_all("els => els.map((e) => e.dataset.cameraId)"))
+    # the open cases load in pages after the first render and reorder the wall as they come: read it once settled
+    page.wait_for_function("() => document.body.dataset.openLoaded === '1'", timeout=WAIT_MS)
+    first = None
+    for _ in range(20):
+        time.sleep(0.8)  # the wall follows new counts at most every 0.7 s
+        now = tiles.evaluate_all("els => els.map((e) => e.dataset.cameraId)")
+        if now == first:
+            break
+        first = now
+    first = set(first)
     page.click("#wnext")
     expect(page.locator("#wpage")).to_have_text("49–96 of 492")
     second = set(tiles.evaluate_all("els => els.map((e) => e.dataset.cameraId)"))

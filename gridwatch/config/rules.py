@@ -127,8 +127,10 @@ class ConflictRule(_Gate):
     false_alarms_per_hour: float | None = Field(
         default=None, gt=0.0, le=1000.0,
         description="sensitivity: false alarms per camera-hour expected on calm footage (lower: fewer alarms, fewer "
-                    f"fights found); default {DEFAULT_FALSE_ALARMS_PER_HOUR:g}. See docs/accuracy.md for the recall "
-                    "each rate buys",
+                    f"fights found); default {DEFAULT_FALSE_ALARMS_PER_HOUR:g}. Measured (docs/accuracy.md): "
+                    + "; ".join(f"{p.false_alarms_per_hour:g}/h finds {p.recall:.0%} of fights"
+                                for p in CONFLICT_OPERATING_POINTS)
+                    + "; a lower rate uses the strictest of these and the camera's own calibration",
     )
     min_score: float | None = Field(
         default=None, ge=0.0, le=1.0,
