@@ -1,7 +1,11 @@
 """Incidents -> alerts with evidence -> cases in the grid's queue (through the spool when Redis is away)."""
 from __future__ import annotations
 
+import json
 import logging
+import queue
+import re
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +23,85 @@ if TYPE_CHECKING:
     from vision.detections import Incident
 
 log = logging.getLogger(__name__)
+
+WINDOWS = "conflict-windows"  # <evidence_dir>/conflict-windows/<incident_id>.json: what a conflict alert was judged on
+_ID = re.compile(r"^[0-9a-f]{13}-[0-9a-f]{10}$")
+
+
+def window_path(evidence_dir: Path, incident_id: str) -> Path | None:
+    """Where the analysis window of a conflict incident is kept (None for a malformed incident id)."""
+    return Path(evidence_dir) / WINDOWS / f"{incident_id}.json" if _ID.match(incident_id) else None
+
+
+def read_window(evidence_dir: Path, incident_id: str) -> dict | None:
+    """The window JSON ``WindowWriter`` wrote for an incident, or None when there is none (or it cannot be read)."""
+    path = window_path(evidence_dir, incident_id)
+    try:
+        return json.loads(path.read_text()) if path is not None else None
+    except (OSError, ValueError):
+        return None
+
+
+class WindowWriter:
+    """Writes each conflict alert's analysis window (``Incident.evidence``) as JSON on its own thread: the inference
+    thread only queues it. A full queue (a stalled disk) drops the window, with a warning, rather than wait."""
+
+    def __init__(self, folder: Path, maxsize: int = 256):
+        self.folder = Path(folder)
+        self._q: queue.Queue[tuple[str, dict] | None] = queue.Queue(maxsize)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.written = self.dropped = 0
+
+    def put(self, incident_id: str, doc: dict) -> bool:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="conflict-windows", daemon=True)
+                self._thread.start()
+        try:
+            self._q.put_nowait((incident_id, doc))
+            return True
+        except queue.Full:
+            self.dropped += 1
+            log.warning("conflict window of %s dropped: %d waiting to be written", incident_id, self._q.qsize())
+            return False
+
+    def _run(self) -> None:
+        while (item := self._q.get()) is not None:
+            try:
+                self.write(*item)
+            except Exception:  # one failed write must not end the writer
+                log.exception("could not write the conflict window of %s", item[0])
+            finally:
+                self._q.task_done()
+        self._q.task_done()
+
+    def write(self, incident_id: str, doc: dict) -> Path | None:
+        if not _ID.match(incident_id):
+            return None
+        path = self.folder / f"{incident_id}.json"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps(doc))
+        tmp.replace(path)
+        self.written += 1
+        return path
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until what was queued is written (at most ``timeout`` s); True when it was."""
+        deadline = time.monotonic() + timeout
+        while self._q.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return not self._q.unfinished_tasks
+
+    def close(self, timeout: float = 5.0) -> None:
+        self.flush(timeout)
+        if self._thread is not None:
+            try:
+                self._q.put_nowait(None)
+            except queue.Full:
+                return
+            self._thread.join(timeout)
 
 
 class AlertPublisher:
@@ -46,6 +129,7 @@ class AlertPublisher:
         self.clips = clips
         self._open: dict[tuple[str, str, str], tuple[str, int]] = {}  # incident key -> (id, last seq)
         self.published = 0
+        self.windows = WindowWriter(Path(evidence.dir) / WINDOWS)
 
     def reconfigure(self, cfg: GridwatchConfig) -> None:
         """Cameras and zones changed (admin): evidence and alerts follow the new ones from now on."""
@@ -91,6 +175,9 @@ class AlertPublisher:
                       zone_id=zone_cfg.id, ts=inc.ts, count=inc.count, score=round(inc.score, 3), detail=inc.detail,
                       snapshot=snapshot, lat=cam.lat, lon=cam.lon, incident_id=iid, seq=seq, priority=prio,
                       level=level, phase=inc.phase)
+        if new and inc.phase == "start" and inc.evidence is not None:  # before sending: kept when spooled too
+            self.windows.put(iid, {"incident_id": iid, "kind": inc.kind, "camera_id": cam.id, "grid_id": cam.grid,
+                                   "zone_id": zone_cfg.id, "ts": inc.ts, "score": inc.score, **inc.evidence})
         result = self.outbox.send({"op": "alert", "alert": alert.as_dict(), "cooldown_s": self.cfg.alerts.cooldown_s})
         if new and inc.phase != "end" and self.clips is not None:
             self.clips.request(cam.id, inc.ts, lambda name, iid=iid: self._attach_clip(iid, name))
@@ -121,6 +208,7 @@ class AlertPublisher:
         """Finish the clips asked for and deliver what is spooled (as far as Redis allows)."""
         if self.clips is not None:
             self.clips.close(timeout)
+        self.windows.close(min(timeout, 5.0))
         self.outbox.flush(min(timeout, 10.0))
         self.outbox.close()
         for outbox in self.adopted:
@@ -130,4 +218,5 @@ class AlertPublisher:
     def stats(self) -> dict:
         return {"published": self.published, "spooling": self.outbox.spooling, "spooled": self.outbox.spooled,
                 "replayed": self.outbox.replayed + sum(o.replayed for o in self.adopted), "rejected": self.outbox.rejected,
+                "conflict_windows": {"written": self.windows.written, "dropped": self.windows.dropped},
                 "clips": self.clips.stats() if self.clips is not None else None}

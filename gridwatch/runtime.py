@@ -20,6 +20,7 @@ from alerts import AlertPublisher, CaseStore
 from alerts.outage import OutageLog
 from gridwatch.config import GridwatchConfig
 from gridwatch.telemetry import Telemetry, WorkerInfo
+from models.conflict.registry import model_for
 from streams import CameraReader, FrameSlot
 from vision.analyser import Analysis, CameraAnalyser
 from vision.batching import BatchPolicy, DynamicBatcher
@@ -229,7 +230,8 @@ class Pipeline:
         self.slots = {cid: FrameSlot(self.wake) for cid in cams}
         self.readers = {cid: self._reader(c) for cid, c in cams.items()}
         self.telemetry = Telemetry(store.r, store.p, worker=self.worker)
-        self.analysers = {cid: CameraAnalyser(c, detector=cfg.detector) for cid, c in cams.items()}
+        self.conflict_model = model_for(cfg)  # first: an unknown settings.conflict_model stops the start
+        self.analysers = {cid: self._analyser(c) for cid, c in cams.items()}
         self._reconfig_lock = threading.Lock()
         self.zone_counts: dict[tuple[str, str], int] = {}
         self.discarded = 0  # analyses not published: the lease was in doubt or the camera had moved away
@@ -246,6 +248,9 @@ class Pipeline:
         self._overlay_lock = threading.Lock()
         self._overlay_every = overlay_every_s
         self._overlay_thread = threading.Thread(target=self._write_overlays, name="overlays", daemon=True)
+
+    def _analyser(self, cam) -> CameraAnalyser:
+        return CameraAnalyser(cam, self.conflict_model, detector=self.cfg.detector)
 
     def _cameras(self, cfg: GridwatchConfig) -> dict:
         return {c.id: c for c in cfg.cameras if c.enabled and (self._owned is None or c.id in self._owned)}
@@ -271,8 +276,16 @@ class Pipeline:
         """
         with self._reconfig_lock:
             old, new = self.active, self._cameras(cfg)
-            self.cfg, self.active = cfg, new
             changes: dict[str, list[str]] = {"added": [], "removed": [], "restarted": [], "rezoned": []}
+            remodel = False
+            try:  # another conflict model version (an admin activated one, or rolled back)
+                model = model_for(cfg)
+                remodel = model is not self.conflict_model
+                self.conflict_model = model
+            except Exception:  # unknown or unreadable: keep the version running now
+                log.exception("conflict model %r could not be loaded; the running version stays",
+                              cfg.settings.conflict_model)
+            self.cfg, self.active = cfg, new
             for cid in old.keys() - new.keys():
                 self.readers.pop(cid).stop(timeout=0)
                 changes["removed"].append(cid)
@@ -280,11 +293,12 @@ class Pipeline:
                 before = old.get(cid)
                 if before is None:
                     self.slots.setdefault(cid, FrameSlot(self.wake))
-                    self.analysers[cid] = CameraAnalyser(cam, detector=cfg.detector)
+                    self.analysers[cid] = self._analyser(cam)
                     changes["added"].append(cid)
-                elif (before.zones, before.perspective_check, before.fps) != (cam.zones, cam.perspective_check, cam.fps):
-                    # new rules (or check, or tracker rate): a clean state
-                    self.analysers[cid] = CameraAnalyser(cam, detector=cfg.detector)
+                elif (before.zones, before.perspective_check, before.fps) != (cam.zones, cam.perspective_check, cam.fps) \
+                        or (remodel and any(z.conflict.enabled for z in cam.zones)):
+                    # new rules (or check, or tracker rate, or conflict model): a clean state
+                    self.analysers[cid] = self._analyser(cam)
                     changes["rezoned"].append(cid)
                 if before is None or (before.url, before.fps) != (cam.url, cam.fps):
                     if cid in self.readers:

@@ -74,6 +74,9 @@ class Incident:
     count: int
     score: float  # confidence of the rule, 0..1
     detail: str = ""
+    # what the rule judged, kept with the alert so a verdict on it can teach the next model version (conflict: the
+    # feature vectors of the windows the classifier scored, their scores, the threshold and the model's version)
+    evidence: dict | None = field(default=None, compare=False, hash=False, repr=False)
 
 
 def centres(xyxy: np.ndarray) -> np.ndarray:

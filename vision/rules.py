@@ -155,8 +155,8 @@ class GatedMonitor:
         return 0.0
 
     def incident(self, phase: Literal["start", "update", "end"], ts: float, count: int, score: float,
-                 detail: str) -> Incident:
-        return Incident(self.kind, phase, self.camera_id, self.zone_id, ts, count, score, detail)
+                 detail: str, evidence: dict | None = None) -> Incident:
+        return Incident(self.kind, phase, self.camera_id, self.zone_id, ts, count, score, detail, evidence)
 
 
 def density_level(density: float) -> str:

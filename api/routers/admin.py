@@ -19,7 +19,7 @@ from typing import Annotated, TypeVar
 import cv2
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from alerts import CaseStore
 from gridwatch.config import Camera, Grid, GridwatchConfig, Problem, keep_secret, problems_of, save_config
@@ -288,6 +288,63 @@ async def camera_snapshot(camera_id: str, cfg: Config) -> Response:
     return await _jpeg(cam.url, cfg, ["url"])
 
 
+# ---- conflict model versions (learning from the room: gridwatch/learning.py) ------------------------------------------
+class ConflictVersionOut(BaseModel):
+    name: str
+    shipped: bool = Field(description="shipped with gridwatch; otherwise made by `gridwatch conflict retrain`")
+    active: bool = Field(description="the version every worker runs now (settings.conflict_model)")
+    default: bool = Field(description="the version a config without settings.conflict_model runs")
+    parent: str | None = Field(default=None, description="the version that was active when it was made")
+    created: str | None = None
+    base_cv: dict | None = Field(default=None, description="base data cross-validation grouped by source video: "
+                                                           "accuracy, precision, recall, f1, ...")
+    parent_base_cv: dict | None = Field(default=None, description="the parent's base CV, scored by the same rule")
+    held_back: dict | None = Field(default=None, description="the site's held-back verdicts: new and current")
+    training: dict | None = None
+    promoted: bool | None = None
+    decision: str | None = Field(default=None, description="why it was (not) promoted")
+
+
+class ConflictModelsOut(BaseModel):
+    active: str
+    default: str
+    config_version: int
+    versions: list[ConflictVersionOut]
+
+
+def _conflict_models(cfg: GridwatchConfig, store: CaseStore) -> ConflictModelsOut:
+    from models.conflict.registry import Registry
+
+    reg = Registry.for_config(cfg)
+    active = reg.active_name(cfg)
+    return ConflictModelsOut(active=active, default=reg.default, config_version=_channel(store).version(),
+                             versions=[ConflictVersionOut(**v.summary(active, reg.default)) for v in reg.versions()])
+
+
+@router.get("/conflict/models")
+def conflict_models(cfg: Config, store: Store) -> ConflictModelsOut:
+    """The conflict model versions with their scores (base CV, held-back verdicts) and which one runs."""
+    return _conflict_models(cfg, store)
+
+
+@router.post("/conflict/models/{version}/activate", responses={404: {"model": ErrorOut}})
+def activate_conflict_model(version: str, request: Request, current: Config, store: Store, path: ConfigPath,
+                            actor: Actor = "admin") -> ConflictModelsOut:
+    """Run ``version`` on every worker from now on (``settings.conflict_model``, saved and published like every
+    admin change); rolling back is activating an older version."""
+    from models.conflict.registry import UnknownVersion, activate
+
+    with _lock(request):
+        try:
+            cfg, _ = activate(current, version, channel=_channel(store), config_path=path, actor=_who(request, actor))
+        except UnknownVersion as err:
+            raise HTTPException(404, str(err)) from None
+        except OSError as err:
+            raise HTTPException(500, f"cannot write {path}: {err.strerror or err}; nothing was changed") from None
+        set_config(request, cfg)
+    return _conflict_models(cfg, store)
+
+
 # ---- the console's map ----------------------------------------------------------------------------------------------
 @console.get("/map")
 def map_data(cfg: Config, user: AnyUser) -> MapOut:
@@ -307,3 +364,9 @@ def worker_page(request: Request) -> FileResponse:
 @pages.get("/admin", dependencies=[ADMIN_PAGE])
 def admin_page(request: Request) -> FileResponse:
     return FileResponse(request.app.state.static_dir / "admin.html")
+
+
+@pages.get("/admin/models", dependencies=[ADMIN_PAGE])
+def models_page(request: Request) -> FileResponse:
+    """The conflict model versions: scores, activate, roll back (api/static/models.html)."""
+    return FileResponse(request.app.state.static_dir / "models.html")

@@ -35,6 +35,11 @@ class Settings(_Strict):
         default_factory=list, description="folders whose video files may be used as cameras (demo, tests; relative to "
         "the config file); empty: no local files at all, only rtsp:// and rtsps:// URLs")
     redis_url: str | None = Field(default=None, description="use this Redis/Valkey; empty starts an embedded Valkey")
+    conflict_model: str | None = Field(
+        default=None, min_length=1, max_length=80, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="the conflict classifier version every worker runs: a shipped one (conflict-v3, ...) or one "
+                    "`gridwatch conflict retrain` made from the site's verdicts (DATA_DIR/models/conflict/"
+                    "VERSION.json; `gridwatch conflict versions` lists them); empty: the shipped default")
 
 
 class FleetConfig(_Strict):

@@ -204,21 +204,13 @@ def activate(cfg: GridwatchConfig, name: str, *, channel: ConfigChannel | None =
     return new, version
 
 
-def apply(cfg: GridwatchConfig, strict: bool = True) -> str:
-    """Make this process's conflict monitors run the version ``cfg`` names (``vision.conflict.monitor.use_model``).
+def model_for(cfg: GridwatchConfig) -> ConflictModel | None:
+    """The conflict model version ``cfg`` runs (``settings.conflict_model``, else the shipped default), loaded once
+    per process and named by its version; None when no zone runs the conflict rule (nothing is loaded). An unknown
+    version is a config error naming ``settings.conflict_model``: the pipeline checks it before it starts."""
+    from vision.conflict.monitor import shared_model
 
-    ``strict``: an unknown version or a model file that cannot be loaded raises (a process starting on a bad config
-    must not run); otherwise it is logged and the version running now is kept (a config change arriving while
-    running). Returns the name of the version in use."""
-    from vision.conflict.monitor import active_model, use_model
-
-    try:
-        v = Registry.for_config(cfg).active(cfg)
-        use_model(v.path, v.name)
-        return v.name
-    except Exception:
-        if strict:
-            raise
-        log.exception("conflict model %r could not be applied; keeping %s", cfg.settings.conflict_model,
-                      active_model()[0])
-        return active_model()[0]
+    v = Registry.for_config(cfg).active(cfg)
+    if not any(z.conflict.enabled for c in cfg.cameras for z in c.zones):
+        return None
+    return shared_model(v.path, v.name)

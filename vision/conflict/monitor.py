@@ -33,15 +33,18 @@ from ..detections import Detections, Incident, centres
 from ..rules import GatedMonitor, ZoneObservation
 from ..steps import Steps
 from ..zones import ActiveHours
-from .features import link, window_features
+from .features import FEATURE_NAMES, link, window_features
 from .model import DEFAULT_MODEL, ConflictModel
 from .observe import CropPose, Observation, Observer, close_pairs
 
 
 @lru_cache(maxsize=4)
-def shared_model(path: Path = DEFAULT_MODEL) -> ConflictModel:
-    """One loaded classifier per file for the whole process (it is read-only)."""
-    return ConflictModel.load(path)
+def shared_model(path: Path = DEFAULT_MODEL, version: str | None = None) -> ConflictModel:
+    """One loaded classifier per file for the whole process (it is read-only), named by its version (the file's
+    stem unless the registry names it): the evidence of each alert says which version judged it."""
+    model = ConflictModel.load(path)
+    model.meta = {**(model.meta or {}), "version": version or (model.meta or {}).get("version") or Path(path).stem}
+    return model
 
 
 @lru_cache(maxsize=4)
@@ -268,7 +271,7 @@ class ConflictMonitor(GatedMonitor):
         """``point``: an operating point other than the rule's (the evaluation's grid of them)."""
         super().__init__(camera_id, zone_id, rule, active_hours)
         self.rule = rule
-        self.model = model or shared_model()
+        self._model = model or shared_model()  # the pipeline passes the version the config names
         self.observer = Observer(pose)
         self.raw = rule.min_score is not None and point is None  # the old raw-threshold way
         point = point or rule.operating_point
@@ -280,10 +283,20 @@ class ConflictMonitor(GatedMonitor):
                             if rule.calibrate and not self.raw else None)
         self.clear_score = rule.clear_score if rule.clear_score is not None else max(self.base_score - 0.2, 0.0)
         self._window: deque[Observation] = deque()
+        # the windows behind the persistent score (the last n): (observations, score, veto), the evidence of a start
+        self._judged: deque[tuple[tuple[Observation, ...], float, str | None]] = deque(maxlen=self.persistence.n)
         self._last_ts: float | None = None  # the last frame observed (thinning to the model's rate)
         self.score = 0.0  # the classifier's score of the last window
         self.persistent = 0.0  # the k-th highest of the last n (vetoed windows count 0)
         self.vetoed: str | None = None  # why the last window could not count, if a veto said so
+
+    @property
+    def model(self) -> ConflictModel:
+        return self._model
+
+    @property
+    def model_version(self) -> str:
+        return str((getattr(self._model, "meta", None) or {}).get("version") or "custom")
 
     @property
     def min_score(self) -> float:
@@ -325,6 +338,7 @@ class ConflictMonitor(GatedMonitor):
         self.score = self._score()
         self.vetoed = self.veto.why(list(self._window)) if self.veto is not None and self.score > 0 else None
         self.persistent = self.persistence.push(0.0 if self.vetoed else self.score)
+        self._judged.append((tuple(self._window), self.score, self.vetoed))
         threshold = self.min_score
         if self.calibration is not None and not self.gate.active:
             self.calibration.add(self.persistent)
@@ -333,12 +347,30 @@ class ConflictMonitor(GatedMonitor):
             k, n = self.persistence.k, self.persistence.n
             return self.incident("start", ts, len(ob.xyxy), self.score,
                                  f"fight probability {self.score:.2f} over the last {self.model.window_s:g}s; "
-                                 f"{k} of the last {n} windows at or above {threshold:.2f}")
+                                 f"{k} of the last {n} windows at or above {threshold:.2f}",
+                                 evidence=self.evidence(threshold))
         if phase == "end":
             return self.incident("end", ts, len(ob.xyxy), self.score, f"calm for {self.rule.clear_s:g}s")
         return None
 
+    def evidence(self, threshold: float) -> dict:
+        """What this start was judged on, for learning from its verdict (``gridwatch conflict retrain``): each of the
+        last n windows' feature vector (``window_features``, what a trees model scores), its score and veto, the
+        threshold in force, k and n, and the model's version. Computed here, on a start only (rare)."""
+        windows = []
+        for obs, score, vetoed in self._judged:
+            full = len(obs) >= 2 and obs[-1].ts - obs[0].ts >= 0.75 * self.model.window_s
+            windows.append({"end_ts": round(obs[-1].ts, 3) if obs else None, "score": round(float(score), 5),
+                            "vetoed": vetoed, "full": full,
+                            "features": ([round(float(v), 6) for v in window_features(list(obs))] if full else None)})
+        return {"format": 1, "model": self.model_version, "model_kind": getattr(self.model, "kind", None),
+                "score": float(self.score), "persistent": float(self.persistent), "threshold": float(threshold),
+                "k": self.persistence.k,
+                "n": self.persistence.n, "window_s": self.model.window_s, "sample_fps": self.model.sample_fps,
+                "feature_names": list(FEATURE_NAMES), "windows": windows}
+
     def reset(self) -> None:
         """Forget the window (the zone left its active hours); a camera's calibration is kept: same camera."""
         self._window.clear()
+        self._judged.clear()
         self.persistence.reset()
