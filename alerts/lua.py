@@ -75,6 +75,14 @@ INGEST = PRELUDE + r"""
 local a = cjson.decode(ARGV[2])
 local cooldown, now, limit, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local ikey = k('incident', a.incident_id)
+-- how long the place keeps pointing at its case: while its incident goes on (no end seen; a day at most, for an
+-- incident whose worker died and whose camera nobody analyses since), then the cooldown from its end. A crowd that
+-- stands for longer than the cooldown and changes worker on the way (a failover starts a new incident, the old one
+-- never ends) stays one case; a new crowd after an incident's end and the cooldown is a new case.
+local function dedupe_ms(phase)
+  if phase == 'end' then return cooldown end
+  return math.max(cooldown, 86400000)
+end
 local known = redis.call('HMGET', ikey, 'case', 'seq')
 local cid = known[1]
 if cid then
@@ -95,9 +103,7 @@ if cid then  -- news of a case that exists: its timeline grows, no new alert
   redis.call('EXPIRE', ikey, ttl)
   local case = cjson.decode(raw)
   if case.state == 'closed' then return {cid, 'absorbed', raw} end
-  -- the cooldown runs from the incident's last news, not from the case's creation: a crowd that stands for longer
-  -- than the cooldown, and changes worker on the way (a failover starts a new incident), stays one case
-  if cooldown > 0 then redis.call('SET', k('dedupe', a.camera_id, a.zone_id, a.kind), cid, 'PX', cooldown) end
+  if cooldown > 0 then redis.call('SET', k('dedupe', a.camera_id, a.zone_id, a.kind), cid, 'PX', dedupe_ms(a.phase)) end
   CASE_ID = cid
   local entry = {ts = now, actor = 'gridwatch', state = case.state, note = a.detail, count = a.count}
   local status = 'updated'
@@ -154,7 +160,7 @@ append_history(cid, {ts = now, actor = 'gridwatch', action = 'create', state = '
 local out = cjson.encode(case)
 redis.call('SET', k('case', cid), out)
 index(case, nil)
-if cooldown > 0 then redis.call('SET', k('dedupe', a.camera_id, a.zone_id, a.kind), cid, 'PX', cooldown) end
+if cooldown > 0 then redis.call('SET', k('dedupe', a.camera_id, a.zone_id, a.kind), cid, 'PX', dedupe_ms(a.phase)) end
 redis.call('HSET', ikey, 'case', cid, 'seq', a.seq)
 redis.call('EXPIRE', ikey, ttl)
 redis.call('ZADD', k('deadlines'), now + limit, cid)

@@ -107,11 +107,23 @@ def test_closed_case_absorbs_news_within_cooldown(store):
     assert store.r.xlen(store.grid_stream("g-1")) == 1
 
 
-def test_after_cooldown_a_new_case(store):
-    _, first = store.ingest(alert(), cooldown_s=0.2)
+def test_after_an_incidents_end_and_the_cooldown_a_new_case(store):
+    start = alert()
+    _, first = store.ingest(start, cooldown_s=0.2)
+    end = alert(incident_id=first.incident_id, seq=1, phase="end")
+    assert store.ingest(end, cooldown_s=0.2)[0] == "ended"
     time.sleep(0.3)
     status, second = store.ingest(alert(), cooldown_s=0.2)
     assert status == "created" and second.id != first.id
+
+
+def test_an_incident_that_never_ended_keeps_its_case_past_the_cooldown(store):
+    """A worker killed mid-crowd sends no end; the new owner's new incident joins the open case, however long the
+    crowd has stood (the cooldown counts from an incident's end)."""
+    _, first = store.ingest(alert(ts=time.time() - 5), cooldown_s=0.2)
+    time.sleep(0.3)
+    status, again = store.ingest(alert(count=14, detail="after a failover"), cooldown_s=0.2)
+    assert status == "updated" and again.id == first.id and again.incidents == 2
 
 
 def test_full_lifecycle_records_who_and_when(store):
