@@ -97,6 +97,25 @@ def summary(ms: list[float]) -> dict:
             "max_ms": round(max(ms), 2) if ms else None}
 
 
+def started_and_logged_in(base: str, server, password: str, within_s: float) -> str:
+    """Wait for the API server (a subprocess) to answer its health check, log in as the bench's operator; the
+    token."""
+    import httpx
+
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            raise SystemExit("the API server did not start")
+        time.sleep(0.1)
+    login = httpx.post(f"{base}/api/auth/login", json={"username": "bench-op", "password": password}).json()
+    return login["access_token"]
+
+
 async def open_loop(base: str, headers: dict, path: str, rate: float, seconds: float, keep: bool = False) -> dict:
     """Send ``rate`` requests/s on schedule (open loop) for ``seconds``; latency of each, errors counted."""
     import httpx
@@ -361,7 +380,6 @@ def console_run(base: str, token: str, store, cfg, grid_picks: list[str], camera
 
 def district(args) -> int:
     """--district: seed the district, load the list at 100 requests/s (health as the baseline), the console."""
-    import httpx
     import redis
 
     from alerts import CaseStore, EmbeddedValkey
@@ -398,18 +416,8 @@ def district(args) -> int:
                  "--seed", str(args.seed), "--port", str(port), "--redis-url", url, "--prefix", prefix,
                  "--data-dir", str(data_dir)], env={**os.environ, "BENCH_PASSWORD": password})
             base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("the API server did not start")
-                time.sleep(0.1)
-            login = httpx.post(f"{base}/api/auth/login", json={"username": "bench-op", "password": password}).json()
-            headers = {"Authorization": f"Bearer {login['access_token']}"}
+            token = started_and_logged_in(base, server, password, 60)
+            headers = {"Authorization": f"Bearer {token}"}
             # the baseline and the list in alternate 2-second slices: both see the same (shared, noisy) machine
             both = asyncio.run(interleaved(base, headers, ["/api/health", "/api/alerts?limit=50"], 100, seconds))
             result["health_baseline"], result["case_list"] = both["/api/health"], both["/api/alerts?limit=50"]
@@ -424,7 +432,7 @@ def district(args) -> int:
                     counts[c.grid_id] = counts.get(c.grid_id, 0) + 1
                 grids = [g for g, _ in sorted(counts.items(), key=lambda kv: -kv[1])[:4]]
                 cams = [c.camera_id for c in store.list(limit=200)][:4]
-                result["console"] = console_run(base, login["access_token"], store, cfg, grids,
+                result["console"] = console_run(base, token, store, cfg, grids,
                                                 list(dict.fromkeys(cams)))
             else:
                 result["console"] = {"notes": ["skipped: no Chromium here (or --no-browser)"]}
@@ -476,7 +484,6 @@ def main() -> int:
     if args.district:
         return district(args)
 
-    import httpx
     import psutil
     import redis
 
@@ -506,25 +513,15 @@ def main() -> int:
             seed(store, cases)
             result["seeded"] = {"cases": cases, "s": round(time.perf_counter() - t, 1)}
             base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("the API server did not start")
-                time.sleep(0.1)
-            login = httpx.post(f"{base}/api/auth/login", json={"username": "bench-op", "password": password}).json()
-            headers = {"Authorization": f"Bearer {login['access_token']}"}
+            token = started_and_logged_in(base, server, password, 30)
+            headers = {"Authorization": f"Bearer {token}"}
             result["health_baseline"] = asyncio.run(open_loop(base, headers, "/api/health", 100, seconds / 2))
             result["case_list"] = asyncio.run(open_loop(base, headers, "/api/alerts?limit=50", 100, seconds))
             result["case_list_sort_priority"] = asyncio.run(
                 open_loop(base, headers, "/api/alerts?limit=50&sort=priority&state=new", 20, seconds / 2))
             result["fanout"] = asyncio.run(fanout(base, headers, store, 50, alerts))
             if cam is not None and Path(CHROMIUM).exists():
-                result["first_frame"] = first_frame(base, login["access_token"], runs)
+                result["first_frame"] = first_frame(base, token, runs)
             else:
                 result["first_frame"] = {"skipped": "no GStreamer RTSP server or Chromium here"}
         finally:

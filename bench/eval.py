@@ -674,48 +674,16 @@ def fight_examples(T, clips, obs, fired, when, y, path: Path, per_kind: int = 2)
     for i in picks:
         o = obs[i]
         k = int(np.argmin([abs(ob.ts - o[0].ts - when[i]) for ob in o])) if fired[i] else len(o) // 2
-        img = [im for j, (_, im) in enumerate(T.sampled_frames(clips[i].path)) if j == k][0].copy()
-        ob = o[k]
-        for (x1, y1, x2, y2) in ob.xyxy.astype(int):
-            cv2.rectangle(img, (x1, y1), (x2, y2), (0, 200, 0), 2)
-        for kp, got in zip(ob.keypoints, ob.has_pose):
-            if got:
-                for a, b in SKELETON:
-                    if kp[a, 2] > 0.3 and kp[b, 2] > 0.3:
-                        cv2.line(img, tuple(kp[a, :2].astype(int)), tuple(kp[b, :2].astype(int)), (0, 255, 255), 2)
-        img = cv2.resize(img, (400, int(400 * img.shape[0] / img.shape[1])))
+        img = [im for j, (_, im) in enumerate(T.sampled_frames(clips[i].path)) if j == k][0]
         verdict = f"ALERT at {when[i]:.1f}s" if fired[i] else "no alert"
-        cv2.rectangle(img, (0, 0), (400, 20), (0, 0, 0), -1)
-        cv2.putText(img, f"{clips[i].path.stem} ({'fight' if y[i] else 'no fight'}): {verdict}", (4, 14),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+        img = draw_observation(img, o[k], f"{clips[i].path.stem} ({'fight' if y[i] else 'no fight'}): {verdict}",
+                               width=400)
         tiles.append(cv2.copyMakeBorder(img, 0, 300 - img.shape[0], 0, 0, cv2.BORDER_CONSTANT) if img.shape[0] < 300
                      else img[:300])
     if tiles:
         rows = [np.hstack(tiles[j:j + 2]) for j in range(0, len(tiles) - len(tiles) % 2, 2)]
         path.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(path), np.vstack(rows), [cv2.IMWRITE_JPEG_QUALITY, 80])
-
-
-def read_sources(data: Path) -> dict[str, str] | None:
-    """``sources.csv`` (clip,source): the source video of each clip, or None when the folder has none."""
-    path = Path(data) / "sources.csv"
-    if not path.exists():
-        return None
-    with open(path) as f:
-        return {row["clip"].strip(): row["source"].strip() for row in csv.DictReader(f)}
-
-
-def cv_groups(T, clips: list, data: Path) -> tuple[np.ndarray, str]:
-    """Each clip's cross-validation group: its source video (``sources.csv``), so that no source is both trained
-    and scored on; without a sources.csv, its block of clip numbers (neighbours often share a source, but a block
-    does not keep a source out of training: a weaker estimate)."""
-    sources = read_sources(data)
-    if sources is None:
-        return np.array([c.group for c in clips]), f"blocks of {T.BLOCK} clip numbers (no sources.csv)"
-    missing = [c.path.stem for c in clips if c.path.stem not in sources]
-    if missing:
-        raise SystemExit(f"{data}/sources.csv names no source for {len(missing)} clips, e.g. {missing[:3]}")
-    return np.unique([sources[c.path.stem] for c in clips], return_inverse=True)[1], "source video (sources.csv)"
 
 
 def out_of_fold_scores(T, clips: list, X: np.ndarray, owner: np.ndarray, groups: np.ndarray, kind: str,
@@ -819,7 +787,7 @@ def fight_cv(args, T, clips, obs, y) -> tuple[dict, tuple]:
     from gridwatch.config import ConflictRule
     from vision.conflict.model import ConflictModel
 
-    groups, grouped_by = cv_groups(T, clips, Path(args.data))
+    groups, grouped_by = T.source_groups(clips, Path(args.data))
     X, owner, ends = T.window_matrix(obs)
     shipped = ConflictModel.load(args.model)
     raw_rule = ConflictRule(enabled=True, min_score=args.threshold)

@@ -60,33 +60,13 @@ PREFIX = "gw"  # what `gridwatch worker` uses
 # the worker process
 
 
-class StandingCrowd:
-    """A detector double: the same ``n`` people in every frame, side by side across the middle (as tests/fleet_worker)."""
-
-    def __init__(self, *_args, **_kwargs):
-        self.n = int(os.environ.get("GW_BENCH_PEOPLE", "4"))
-
-    def detect(self, images: list) -> list:
-        from vision.detections import Detections
-
-        out = []
-        for image in images:
-            h, w = image.shape[:2]
-            xs = np.linspace(0.2, 0.8, self.n) * w
-            boxes = np.stack([xs - 0.03 * w, np.full(self.n, 0.35 * h), xs + 0.03 * w, np.full(self.n, 0.65 * h)], 1)
-            out.append(Detections(boxes.astype(np.float32), np.full(self.n, 0.9, np.float32),
-                                  np.zeros(self.n, np.int32)))
-        return out
-
-
 def run_worker(argv: list[str]) -> int:
     """``gridwatch worker ARGS``; with ``GW_BENCH_PEOPLE`` set, the detector is the double."""
-    import gridwatch.service
     from gridwatch.cli import main
+    from gridwatch.harness.doubles import StandingCrowd
 
     if os.environ.get("GW_BENCH_PEOPLE"):
-        gridwatch.service.PersonDetector = StandingCrowd  # type: ignore[misc,assignment]
-        gridwatch.service.resolve_weights = lambda *a, **k: None  # type: ignore[assignment]
+        StandingCrowd.replacing_the_detector(int(os.environ["GW_BENCH_PEOPLE"]))
     try:
         return main(["worker", *argv])
     except KeyboardInterrupt:  # SIGINT: the with-block has left the fleet and retired the worker's record

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from bench.eval import CalmSource, calm_sources, cv_groups, poisson_upper95
+from bench.eval import CalmSource, calm_sources, poisson_upper95
 from gridwatch.config import ConflictRule
 from gridwatch.config.rules import CONFLICT_OPERATING_POINTS, ConflictPoint, conflict_point
 from models.conflict import train
@@ -248,17 +248,17 @@ def test_calm_sources_take_videos_folders_and_frame_folders(tmp_path):
         calm_sources([frames / "0001.jpg"], 10.0)
 
 
-def test_cv_groups_by_source_video_when_the_folder_names_them(tmp_path):
+def test_source_groups_by_source_video_when_the_folder_names_them(tmp_path):
     for sub in ("fight", "noFight"):
         (tmp_path / sub).mkdir()
     names = {"fight/fi001.mp4": "A", "fight/fi002.mp4": "B", "noFight/nofi001.mp4": "B", "noFight/nofi015.mp4": "A"}
     for n in names:
         (tmp_path / n).write_bytes(b"")
     clips = train.list_clips(tmp_path)
-    blocks, how = cv_groups(train, clips, tmp_path)
+    blocks, how = train.source_groups(clips, tmp_path)
     assert "blocks" in how and len(set(blocks.tolist())) == 2 and blocks[0] == blocks[1]  # fi001, fi002: block 0
     (tmp_path / "sources.csv").write_text("clip,source\n" + "".join(f"{Path(n).stem},{s}\n" for n, s in names.items()))
-    groups, how = cv_groups(train, clips, tmp_path)
+    groups, how = train.source_groups(clips, tmp_path)
     by_name = dict(zip([c.path.stem for c in clips], groups.tolist()))
     assert "source" in how and by_name["fi001"] == by_name["nofi015"] != by_name["fi002"] == by_name["nofi001"]
 
@@ -268,7 +268,7 @@ def test_real_fight_dev_folds_never_share_a_source(shared_data):
 
     data = shared_data / "fight-dev"
     clips = train.list_clips(data)
-    groups, how = cv_groups(train, clips, data)
+    groups, how = train.source_groups(clips, data)
     assert "source" in how and len(set(groups.tolist())) == 26
     for tr, te in GroupKFold(5).split(np.zeros(len(clips)), None, groups):
         assert not set(groups[tr]) & set(groups[te])

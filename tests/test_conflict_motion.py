@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.weights import sha256_of
 from vision.conflict import ConflictModel, window_features
-from vision.conflict.model import file_sha256, motion_input
+from vision.conflict.model import motion_input
 from vision.conflict.observe import MOTION_CHANNELS, MOTION_IMAGE_HW, FlowField, motion_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,7 +20,7 @@ V4 = ROOT / "models" / "conflict" / "conflict-v4.json"
 def test_v4_loads_with_verified_weights(tmp_path):
     model = ConflictModel.load(V4)
     spec = model.params["net"]
-    assert model.kind == "motion" and file_sha256(V4.parent / spec["file"]) == spec["sha256"]
+    assert model.kind == "motion" and sha256_of(V4.parent / spec["file"]) == spec["sha256"]
     assert model.net.n_params == spec["n_params"] and 10_000 <= model.net.n_params <= 100_000
     # a changed weights file is refused, not silently used
     shutil.copy(V4, tmp_path / V4.name)

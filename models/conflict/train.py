@@ -204,11 +204,13 @@ def read_sources(data: Path) -> dict[str, str] | None:
         return {row["clip"].strip(): row["source"].strip() for row in csv.DictReader(f)}
 
 
-def source_groups(clips: list[Clip]) -> tuple[np.ndarray, str]:
-    """Each clip's cross-validation group: its source video (``sources.csv`` of the clips' folder), so that no
-    source is both trained and scored on; without a sources.csv, its block of ``BLOCK`` clip numbers (neighbours
-    often share a source, but a block does not keep a source out of training: a weaker estimate)."""
-    sources = read_sources(clips[0].path.parent.parent) if clips else None
+def source_groups(clips: list[Clip], data: Path | None = None) -> tuple[np.ndarray, str]:
+    """Each clip's cross-validation group: its source video (``sources.csv`` of ``data``, default the clips'
+    folder), so that no source is both trained and scored on; without a sources.csv, its block of ``BLOCK`` clip
+    numbers (neighbours often share a source, but a block does not keep a source out of training: a weaker
+    estimate)."""
+    folder = data if data is not None else clips[0].path.parent.parent if clips else None
+    sources = read_sources(folder) if folder is not None else None
     if sources is None:
         return np.array([c.group for c in clips]), f"blocks of {BLOCK} clip numbers (no sources.csv)"
     missing = [c.path.stem for c in clips if c.path.stem not in sources]

@@ -545,7 +545,8 @@ def cmd_train(args) -> int:
     import torch
 
     from models.conflict import train as T
-    from vision.conflict.model import ConflictModel, file_sha256
+    from models.weights import sha256_of
+    from vision.conflict.model import ConflictModel
 
     torch.set_num_threads(1)
     recipe = Recipe(epochs=args.epochs, mil=not args.window_loss, augment=not args.no_augment, seeds=args.seeds,
@@ -583,12 +584,12 @@ def cmd_train(args) -> int:
                    for k, v in n.state_dict().items()}
         np.savez(npz, **weights)
         if args.fit_only:
-            print(json.dumps({"weights": str(npz), "sha256": file_sha256(npz)}))
+            print(json.dumps({"weights": str(npz), "sha256": sha256_of(npz)}))
             return 0
     best = results["chosen"]
     w_best = results["fusions"][best]["w_motion"]
     v3 = json.loads((ROOT / "models" / "conflict" / "conflict-v3.json").read_text())
-    params = {"net": {"file": npz.name, "sha256": file_sha256(npz), "n_params": _numpy_net(npz).n_params,
+    params = {"net": {"file": npz.name, "sha256": sha256_of(npz), "n_params": _numpy_net(npz).n_params,
                       "input": "observe.motion_image, (speed, flow_x, flow_y, change, skeleton) x 48 x 64"},
               "w_motion": w_best, **({"trees": v3["params"]} if w_best < 1 else {})}
     meta = {"trained_on": f"fight-dev: {int((labels[~calm_src] == 1).sum())} fight + "

@@ -13,7 +13,6 @@ fused with such trees on the window features where that measured better.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from models.weights import sha256_of
 
 from .features import FEATURE_NAMES, window_features
 from .observe import MOTION_CHANNELS, MOTION_IMAGE_HW, Observation
@@ -115,14 +116,6 @@ def motion_input(observations: Sequence[Observation]) -> np.ndarray:
     return out
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class MotionNet:
     """The motion model's forward pass in numpy (the runtime needs no torch graph): per frame four 3x3 convolutions
     (ReLU), global max and mean pooling, a projection; over the window the max, the mean and the largest
@@ -151,7 +144,7 @@ class MotionNet:
 
     @staticmethod
     def load(path: Path, sha256: str | None = None) -> "MotionNet":
-        if sha256 is not None and (got := file_sha256(path)) != sha256:
+        if sha256 is not None and (got := sha256_of(path)) != sha256:
             raise ValueError(f"{path}: checksum {got} differs from the model's {sha256}; the weights were changed")
         with np.load(path, allow_pickle=False) as z:
             return MotionNet({k: z[k] for k in z.files})
