@@ -76,22 +76,20 @@ def tooz_url(url: str, fleet: FleetConfig) -> str:
     """
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
-    if parts.scheme == "unix":  # the embedded Valkey's socket: tooz's Redis driver takes a path without a host
-        query.update(db=query.get("db", "0"), timeout=str(max(1, int(fleet.membership_timeout_s / 2))),
-                     membership_timeout=f"{fleet.membership_timeout_s:g}")
-        return urlunsplit(("redis", "", parts.path, urlencode(query), ""))
-    if parts.scheme in ("redis", "rediss"):
-        db = parts.path.strip("/") or query.pop("db", "0")
-        query.update(db=db, timeout=str(max(1, int(fleet.membership_timeout_s / 2))),
-                     socket_connect_timeout=str(max(1, int(fleet.membership_timeout_s / 2))),
-                     membership_timeout=f"{fleet.membership_timeout_s:g}")
-        if parts.scheme == "rediss":
-            query["ssl"] = "true"
-        return urlunsplit(("redis", parts.netloc, "", urlencode(query), ""))
     if parts.scheme == "zookeeper":
         query["timeout"] = str(max(1, round(fleet.membership_timeout_s)))  # the ZooKeeper session timeout
         return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
-    raise ValueError(f"fleet.url {mask_url(url)!r}: use redis://, rediss:// or zookeeper://host:port")
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"fleet.url {mask_url(url)!r}: use redis://, rediss:// or zookeeper://host:port")
+    socket_s = str(max(1, int(fleet.membership_timeout_s / 2)))
+    query.update(timeout=socket_s, socket_connect_timeout=socket_s, membership_timeout=f"{fleet.membership_timeout_s:g}")
+    if parts.scheme == "unix":  # the embedded Valkey's socket: tooz's Redis driver takes a path without a host
+        query.setdefault("db", "0")
+        return urlunsplit(("redis", "", parts.path, urlencode(query), ""))
+    query["db"] = parts.path.strip("/") or query.get("db", "0")
+    if parts.scheme == "rediss":
+        query["ssl"] = "true"
+    return urlunsplit(("redis", parts.netloc, "", urlencode(query), ""))
 
 
 class FleetMember:
@@ -113,6 +111,9 @@ class FleetMember:
         self._lock = threading.Lock()
         self._apply_lock = threading.Lock()  # one on_change at a time, always with the newest set
         self._settled_at: float | None = None  # members unchanged since (monotonic); None: still settling
+        self._started = time.monotonic()
+        self._settling_done = False
+        self._computed: tuple | None = None  # (ring members, cameras) that _owned was computed from
         self._stop = threading.Event()
         self._last_attempt = time.monotonic()
         self._lost = threading.Event()  # set by whoever first notices the membership may be gone
@@ -129,7 +130,6 @@ class FleetMember:
         self._cameras = sorted(cameras)
         self.coord.start(start_heart=False)  # our own heartbeat thread: it also measures freezes (fencing)
         self._started = time.monotonic()
-        self._settling_done = False
         self._join()
         self._last_attempt = time.monotonic()
         for t in self._threads:
@@ -184,9 +184,6 @@ class FleetMember:
         """For the worker's report: how often it was fenced, when it last (re)joined, how many members it sees."""
         return {"fenced": self.fenced, "members": self._members_seen}
 
-    def members(self) -> list[str]:
-        return sorted(m.decode() for m in self.coord.get_members(self.group).get())
-
     # -- threads
 
     def _beat(self) -> None:
@@ -212,8 +209,8 @@ class FleetMember:
             try:
                 if self._lost.is_set():
                     self._fence()
-                self.coord.run_watchers()  # joins and leaves since the last call move the ring
-                members = self.coord.get_members(self.group).get()
+                self.coord.run_watchers()  # joins and leaves since the last call move the ring: it is the members
+                members = self.partitioner.ring.nodes
                 if len(members) != self._members_seen or self._settled_at is None:
                     self._settled_at = time.monotonic()  # (only the start's settling reads it)
                 self._members_seen = len(members)
@@ -232,6 +229,7 @@ class FleetMember:
     def _fence(self) -> None:
         """Drop every camera first, then rejoin; the ring gives back what is ours now."""
         self._set_owned(set())
+        self._computed = None
         self.fenced += 1
         self._join()
         self._lost.clear()
@@ -253,8 +251,12 @@ class FleetMember:
             if not self._settled():
                 return self.owned()
             self._settling_done = True
+        basis = (tuple(sorted(self.partitioner.ring.nodes.items())), tuple(self._cameras))
+        if basis == self._computed:  # nobody joined or left and the cameras are the same: so is our share
+            return self.owned()
         mine = {c for c, member in assign(self.partitioner.ring, self._cameras).items() if member == self.member_id}
         self._set_owned(mine)
+        self._computed = basis
         return mine
 
     def _set_owned(self, owned: set[str]) -> None:
