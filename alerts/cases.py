@@ -357,7 +357,7 @@ class CaseStore:
                     raise CaseNotFound(st["cid"])
                 case = json.loads(case_raw)
                 worker = self._check_action(st["action"], st["actor"], st.get("worker"), st.get("verdict"))
-                now = st.get("now") or time.time()
+                now = time.time() if st.get("now") is None else st["now"]
                 after, entry, kw = self._transition_step(case, st["action"], st["actor"], worker, st.get("verdict"),
                                                          st.get("note"), st.get("by"), now, evidence=evidence)
             except (CaseNotFound, IllegalTransition, ValueError) as err:

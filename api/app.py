@@ -36,6 +36,8 @@ def create_app(cfg: GridwatchConfig, store: CaseStore, redis_url: str, evidence:
     async def lifespan(app: FastAPI):
         yield
         await app.state.live.close()  # hang up every live view's peer connection
+        if (held := getattr(app.state, "aredis", None)) is not None:  # the case list's asyncio client
+            await held[1].aclose()
 
     public_docs = cfg.auth.docs_public  # else the API's map is for logged-in users only
     app = FastAPI(title="gridwatch", version="0.1.0", lifespan=lifespan,

@@ -243,25 +243,6 @@ def worker_may(user: User, action: str, case: Case | None, actor: str | None, wo
                                  "they were sent to (dispatched or on site)")
 
 
-async def visible_cases_async(lister, user: User, *, grid: str | None = None, limit: int = 50, **filters
-                              ) -> list[Case]:
-    """``visible_cases`` with ``lister``, an async ``store.list`` (``partial(store.alist, aclient)``)."""
-    if user.role != "grid_worker":
-        if grid is None and filters.get("sort", "time") == "time" and not any(
-                v for k, v in filters.items() if k != "sort"):
-            return await lister(limit=limit, scan=limit, **filters)
-        return await lister(grid=grid, limit=limit, **filters)
-    if grid is not None:
-        check_grid(user, grid)
-        return await lister(grid=grid, limit=limit, **filters)
-    rows = [c for g in user.grids for c in await lister(grid=g, limit=limit, **filters)]
-    if filters.get("sort") == "priority":
-        rows.sort(key=lambda c: (c.state == "closed", c.priority, -c.ts))
-    else:
-        rows.sort(key=lambda c: -c.created_at)
-    return rows[:limit]
-
-
 def visible_cases(store, user: User, *, grid: str | None = None, limit: int = 50, **filters) -> list[Case]:
     """``store.list`` limited to the user's grids (grid workers), merged in the list's own order."""
     if user.role != "grid_worker":

@@ -120,11 +120,9 @@ def persistent_fires(scores: list[float], k: int, threshold: float) -> bool:
     return sorted(scores, reverse=True)[k - 1] >= threshold
 
 
-def window_scores(model, v: SiteVerdict, recorded: bool = False) -> list[float]:
-    """The scores a model gives the windows of a verdict's alert (recorded: the ones the runtime gave)."""
+def window_scores(model, v: SiteVerdict) -> list[float]:
+    """The scores a (trees or logistic) model gives the kept feature windows of a verdict's alert."""
     ws = v.window.get("windows", [])
-    if recorded:
-        return [0.0 if w.get("vetoed") else float(w.get("score", 0.0)) for w in ws]
     full = [w["features"] for w in ws if w.get("features") is not None]
     p = iter(model.proba(np.asarray(full, np.float64)) if full else ())
     out = []
@@ -134,13 +132,13 @@ def window_scores(model, v: SiteVerdict, recorded: bool = False) -> list[float]:
     return out
 
 
-def held_back_scores(model, verdicts: list[SiteVerdict], recorded: bool = False) -> dict:
+def held_back_scores(model, verdicts: list[SiteVerdict]) -> dict:
     """How a model decides the held-back verdicts' alerts, each as the runtime would (``persistent_fires`` at the
     threshold that was in force): fights kept, false alarms left."""
     tp = fp = fn = tn = 0
     for v in verdicts:
         w = v.window
-        fired = persistent_fires(window_scores(model, v, recorded), int(w.get("k", 1)), float(w.get("threshold", 0.5)))
+        fired = persistent_fires(window_scores(model, v), int(w.get("k", 1)), float(w.get("threshold", 0.5)))
         if v.label:
             tp, fn = tp + fired, fn + (not fired)
         else:
@@ -288,6 +286,12 @@ def retrain(cfg: GridwatchConfig, store: CaseStore, *, config_path: Path | None 
 
     registry = registry or Registry.for_config(cfg)
     current = registry.active(cfg)
+    if registry.load(current.name).kind == "motion":
+        # a new version is a trees model fitted on the kept feature windows; judged against a motion parent, the
+        # base CV would compare it with v3's recipe, not with the model running
+        return {"status": "not supported", "current": current.name,
+                "why": f"the active version {current.name} is a motion model; retrain rebuilds trees models from the "
+                       "kept feature windows: activate a trees version (e.g. conflict-v3) to retrain"}
     verdicts, skipped = site_verdicts(store, cfg.alerts.evidence_dir)
     counts = {"verdicts": len(verdicts), "confirmed": sum(v.label for v in verdicts),
               "false_alarm": sum(1 - v.label for v in verdicts), "skipped": skipped}
@@ -312,8 +316,7 @@ def retrain(cfg: GridwatchConfig, store: CaseStore, *, config_path: Path | None 
             "observer": T.OBSERVER_VERSION, "trained": time.strftime("%Y-%m-%d", time.gmtime(now))}
     model = fit_version(base, site_X, site_y, cur_model, site_weight, meta=meta)
     bar.update(1)
-    recorded = cur_model.kind == "motion"  # a motion model scores observations, not the kept feature vectors
-    new_held, cur_held = held_back_scores(model, held_v), held_back_scores(cur_model, held_v, recorded)
+    new_held, cur_held = held_back_scores(model, held_v), held_back_scores(cur_model, held_v)
     ok, why = better_on_both(new_held, cur_held, new_cv, parent_cv)
     bar.update(1)
     scores = {"parent": current.name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),

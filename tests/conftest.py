@@ -40,6 +40,15 @@ def rtsp_ok() -> bool:
 
 
 @pytest.fixture(scope="session")
+def zk_ok() -> bool:
+    from gridwatch.harness import zookeeper_available
+
+    reason = zookeeper_available()
+    need(reason is None, f"{reason} (scripts/setup.sh --test installs Debian's zookeeper)")
+    return True
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is absent (evaluation footage lives outside the repository)")

@@ -23,7 +23,7 @@ from conftest import wait_for
 from alerts import CaseStore
 from gridwatch.config import load_config
 from gridwatch.configsync import ConfigChannel
-from gridwatch.harness import RtspServer, ZooKeeperServer, zookeeper_available
+from gridwatch.harness import RtspServer, ZooKeeperServer
 from gridwatch.telemetry import Telemetry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,11 +244,8 @@ def test_failover_with_the_real_detector(vtest, rtsp_ok, fleet_redis, tmp_path):
             assert wait_for(lambda: fleet.telemetry.cameras()["cam-a"].get("zones", {}).get("all", 0) > 0, 20)
 
 
-def test_membership_on_zookeeper(six_cameras, fleet_redis, tmp_path):
+def test_membership_on_zookeeper(six_cameras, fleet_redis, zk_ok, tmp_path):
     """The same ownership and failover with tooz's ZooKeeper driver (a real ZooKeeper server)."""
-    reason = zookeeper_available()
-    if reason:
-        pytest.skip(reason)
     with ZooKeeperServer(tick_ms=500) as zk:
         cams = sorted(six_cameras)
         config = write_config(tmp_path / "gw.yaml", six_cameras, tmp_path / "var",

@@ -322,3 +322,12 @@ def test_the_admin_page_links_to_the_conflict_models(api, browser_page):
     page.click('[data-role="models-link"]')
     page.wait_for_url(f"{api.base_url}/admin/models", timeout=WAIT_MS)
     page.wait_for_selector(f"tr[data-version='{DEFAULT_MODEL.stem}']", timeout=WAIT_MS)
+
+
+def test_retrain_refuses_while_a_motion_model_runs(store, tmp_path):
+    """A new version is a trees model; judged against a running motion model (v4) its base CV would be compared with
+    v3's recipe, not with the model it would replace: retrain says so and makes nothing."""
+    cfg = load_config(config_file(tmp_path, conflict_model="conflict-v4"))
+    out = retrain(cfg, store, base=synthetic_base(), progress=False, min_verdicts=1)
+    assert out["status"] == "not supported" and out["current"] == "conflict-v4" and "conflict-v3" in out["why"]
+    assert not any(v for v in Registry.for_config(cfg).versions() if not v.shipped)

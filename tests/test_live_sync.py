@@ -173,5 +173,7 @@ def test_boxes_are_drawn_over_the_people_of_the_frame_shown(vtest, rtsp_ok, brow
           f"the best-fitting analysis was the one drawn in {picked_best}/{len(caps)}; video held back "
           f"{state['delay']:.2f} s, frames shown {statistics.mean(shown_late):.2f} s after they arrived; page {state}")
     assert mean_synced >= MIN_IOU, (mean_synced, synced)
-    assert all(abs(o) <= 0.3 for o in offsets), offsets
+    # the page draws nothing farther than 0.3 s from its frame; on average the analysis drawn is much nearer (at 3 fps
+    # the nearest analysis is within 0.17 s)
+    assert statistics.mean(map(abs, offsets)) <= 0.15, offsets
     assert mean_before < mean_synced, (mean_before, mean_synced)  # what the page used to draw lands beside the people

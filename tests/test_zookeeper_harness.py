@@ -7,15 +7,12 @@ from collections.abc import Iterator
 import pytest
 from kazoo.client import KazooClient
 
-from gridwatch.harness import ZooKeeperServer, zookeeper_available
+from gridwatch.harness import ZooKeeperServer
 from gridwatch.harness.zookeeper import four_letter_word
 
 
 @pytest.fixture(scope="module")
-def zk() -> Iterator[ZooKeeperServer]:
-    reason = zookeeper_available()
-    if reason:
-        pytest.skip(reason)
+def zk(zk_ok) -> Iterator[ZooKeeperServer]:
     with ZooKeeperServer() as server:
         yield server
 
@@ -47,10 +44,7 @@ def test_tooz_group_membership(zk: ZooKeeperServer) -> None:
         coord.stop()
 
 
-def test_stop_removes_process_and_dir() -> None:
-    reason = zookeeper_available()
-    if reason:
-        pytest.skip(reason)
+def test_stop_removes_process_and_dir(zk_ok) -> None:
     server = ZooKeeperServer(tick_ms=200)
     with server:
         pid, tmp = server.pid, server.dir

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.conflict.train import scores
 from vision.conflict.observe import Observation, Observer, pack_observations, unpack_observations
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -403,13 +404,6 @@ def predict(net, units: list[Unit]) -> list[np.ndarray]:
 # --------------------------------------------------------------------------- cross-validation
 
 
-def clip_scores(y: np.ndarray, fired: np.ndarray) -> dict:
-    """Clip-level accuracy, precision, recall (``train.scores``: the alert fires once any window is over)."""
-    from models.conflict.train import scores
-
-    return scores(y, fired)
-
-
 def calm_alarms(p: np.ndarray, ends: np.ndarray, threshold: float, clear_s: float = 5.0,
                 cooldown_s: float = 30.0) -> dict:
     """On a calm video: the share of windows over the threshold, and incidents per hour as the default rule gates
@@ -440,8 +434,8 @@ def evaluate(sources: list[Source], z: dict[int, np.ndarray], ends: dict[int, np
     dev = [i for i, s in enumerate(sources) if not s.calm]
     y = np.array([sources[i].label for i in dev])
     fired = np.array([bool(len(z[i]) and (sigmoid(z[i]) >= threshold).any()) for i in dev])
-    out = clip_scores(y, fired)
-    out["per_fold"] = [{"fold": int(f), **clip_scores(y[fold_of[dev] == f], fired[fold_of[dev] == f])}
+    out = scores(y, fired)
+    out["per_fold"] = [{"fold": int(f), **scores(y[fold_of[dev] == f], fired[fold_of[dev] == f])}
                        for f in sorted(set(fold_of[dev].tolist()))]
     out["calm"] = {sources[i].name: calm_alarms(sigmoid(z[i]), ends[i], threshold) for i, s in enumerate(sources)
                    if s.calm}
@@ -655,7 +649,7 @@ def evaluate_subset(sources: list[Source], z: dict[int, np.ndarray], idx) -> dic
     dev = [i for i in idx if not sources[i].calm]
     y = np.array([sources[i].label for i in dev])
     fired = np.array([bool(len(z[i]) and (sigmoid(z[i]) >= 0.5).any()) for i in dev])
-    return clip_scores(y, fired)
+    return scores(y, fired)
 
 
 def log(msg: str) -> None:

@@ -333,8 +333,10 @@ class Observer:
 
     MIN_FAST = 0.05  # a crop gets pose only when this fraction of it moves faster than FlowMeter.MOVING
 
-    def __init__(self, pose: CropPose | None):
-        self.pose = pose
+    def __init__(self, pose: CropPose | None, motion: bool = True):
+        """``motion``: make the learned model's motion image (``motion_image``); a monitor whose model does not read
+        it passes False and saves its cost on every analysed frame."""
+        self.pose, self.motion = pose, motion
         self.flow = FlowMeter()
         self._prev_speed: np.ndarray | None = None
 
@@ -393,7 +395,7 @@ class Observer:
         speed, chaos = box_motion(field, xyxy)
         scene = float(np.median(field.speed)) if field is not None else float("nan")
         return Observation(ts, h, xyxy, kp, got, speed, chaos, scene, area, mspeed, stats,
-                           motion_image(field, (w, h), kp, got, mask))
+                           motion_image(field, (w, h), kp, got, mask) if self.motion else np.zeros((0,), np.uint8))
 
 
 def pack_observations(obs: list[Observation]) -> dict[str, np.ndarray]:
