@@ -56,7 +56,9 @@ class _CaseView(BaseModel):
 
 CaseOut = create_model("CaseOut", __base__=_CaseView, __module__=__name__, **_case_fields())
 
-_OUT_JSON: dict[tuple[str, int, float], bytes] = {}  # (case id, version, updated_at) -> CaseOut as JSON
+# a memo of what case_out_json made, per case id: (version, updated_at) and the JSON. Keyed by content (every write
+# changes both), so it is right whichever store or app the case came from; one entry per case, at most _OUT_JSON_MAX
+_OUT_JSON: dict[str, tuple[tuple[int, float], bytes]] = {}
 _OUT_JSON_MAX = 20000
 
 
@@ -64,14 +66,15 @@ def case_out_json(case: Case) -> bytes:
     """``CaseOut.of(case)`` as JSON, made once per version of the case: lists and the event stream send the same
     cases over and over (every write changes a case's ``version`` and ``updated_at``, so a changed case is made
     again). What FastAPI would have sent for the model, without validating and serialising it on every request."""
-    key = (case.id, case.version, case.updated_at)
-    out = _OUT_JSON.get(key)
-    if out is None:
-        view = CaseOut.of(case)
-        out = view.__pydantic_serializer__.to_json(view)
-        if len(_OUT_JSON) >= _OUT_JSON_MAX:
-            _OUT_JSON.clear()
-        _OUT_JSON[key] = out
+    stamp = (case.version, case.updated_at)
+    held = _OUT_JSON.get(case.id)
+    if held is not None and held[0] == stamp:
+        return held[1]
+    view = CaseOut.of(case)
+    out = view.__pydantic_serializer__.to_json(view)
+    if len(_OUT_JSON) >= _OUT_JSON_MAX and case.id not in _OUT_JSON:
+        _OUT_JSON.clear()
+    _OUT_JSON[case.id] = (stamp, out)
     return out
 
 

@@ -10,13 +10,13 @@ Three parts, each in its own section of the result:
   (names decide the ring). When the plain ring's imbalance is above 1.25 other PARTITIONS values are tried.
 * ``live``: real worker processes (``python -m bench.fleet worker``: ``gridwatch worker`` with the detector replaced
   by a double that sees the same standing crowd in every frame), real RTSP (GStreamer, passthrough of small H.264
-  clips), real Redis, tooz and spools. Workers are killed with SIGKILL one after another; for each camera of the killed
-  worker the benchmark polls (20 Hz) the live-view overlay the new owner writes for every analysed frame
-  (``gw:overlay:<camera>``, whose ``ts`` is the analysed frame's arrival time) and takes the re-own time as the first
-  frame analysed after the kill. The killed worker is then started again under its name (a join): the cameras that
-  moved are counted and compared with what the ring predicts. At the end every camera must have exactly one open
-  crowding case (the double's crowd stands on every camera, so each camera raised alerts): cameras with none are
-  lost alerts, extra open cases of one camera zone are duplicates.
+  clips), real Redis, tooz and spools. Workers are killed with SIGKILL one after another; for each camera of the
+  killed worker the benchmark polls (20 Hz) the live-view overlay the new owner writes for every analysed frame (the
+  newest of ``gw:overlays:<camera>``, whose ``ts`` is the analysed frame's arrival time) and takes the re-own time
+  as the first frame analysed after the kill. The killed worker is then started again under its name (a join): the
+  cameras that moved are counted and compared with what the ring predicts. At the end every camera must have exactly
+  one open crowding case (the double's crowd stands on every camera, so each camera raised alerts): cameras with
+  none are lost alerts, extra open cases of one camera zone are duplicates.
 * ``capacity``: ONE worker with the REAL detector (the config's default: yolov10n, OpenVINO on this CPU) and RTSP
   cameras of real footage analysed at 2 fps; cameras are added (published config, no restart) until the analysed
   rate per camera falls below 1.8 fps or latency p95 explodes. Host CPU per analysed frame: the worker process's CPU
@@ -386,7 +386,7 @@ class Fleet:
     def wait_reowned(self, cams: list[str], t_kill: float, timeout: float, victim: str, poll_hz: float = 20) -> dict:
         """Per camera: the first frame analysed after the kill (its arrival time, from the overlay) and when seen."""
         pending, got, assigned = set(cams), {}, {}
-        keys = {c: f"{PREFIX}:overlay:{c}" for c in cams}
+        keys = {c: f"{PREFIX}:overlays:{c}" for c in cams}  # each camera's recent analyses, newest last
         while pending and time.time() - t_kill < timeout:
             now = time.time()
             # when a survivor first reports the camera as its own (records are written every second: +-1 s)
@@ -395,7 +395,10 @@ class Fleet:
                     if c in pending and c not in assigned and rec.get("heartbeat", 0) > t_kill and name != victim:
                         assigned[c] = round(rec["heartbeat"] - t_kill, 3)
             order = sorted(pending)
-            for c, raw in zip(order, self.r.mget([keys[c] for c in order])):
+            pipe = self.r.pipeline(transaction=False)
+            for c in order:
+                pipe.lindex(keys[c], -1)
+            for c, raw in zip(order, pipe.execute()):
                 if raw is None:
                     continue
                 ts = json.loads(raw).get("ts", 0)

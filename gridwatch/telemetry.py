@@ -123,13 +123,12 @@ class Telemetry:
 
     def put_overlays(self, overlays: dict[str, list[dict]]) -> None:
         """Cameras' analyses since the last write, oldest first, in one round trip (a worker writes its cameras' a
-        few times a second): the newest as ``overlay:{id}``, the last ``RECENT`` in ``overlays:{id}`` so the live
-        page can match each video frame to the analysis of that moment, not only to the newest."""
+        few times a second): the last ``RECENT`` in ``overlays:{id}``, so the live page can match each video frame to
+        the analysis of that moment, not only to the newest."""
         pipe = self.r.pipeline(transaction=False)
         for camera_id, recent in overlays.items():
             if not recent:
                 continue
-            pipe.set(f"{self.p}:overlay:{camera_id}", json.dumps(recent[-1]), ex=5)
             key = f"{self.p}:overlays:{camera_id}"
             pipe.rpush(key, *(json.dumps(o) for o in recent))
             pipe.ltrim(key, -RECENT, -1)
@@ -137,7 +136,8 @@ class Telemetry:
         pipe.execute()
 
     def overlay(self, camera_id: str) -> dict | None:
-        raw = self.r.get(f"{self.p}:overlay:{camera_id}")
+        """The camera's newest analysis (None when nobody analyses it)."""
+        raw = self.r.lindex(f"{self.p}:overlays:{camera_id}", -1)
         return json.loads(raw) if raw else None
 
     def recent_overlays(self, camera_id: str) -> list[dict]:

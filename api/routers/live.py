@@ -63,7 +63,8 @@ async def webrtc_offer(camera_id: str, offer: SessionDescription, request: Reque
 def overlay(camera_id: str, cfg: Config, telemetry: Annotated[Telemetry, Depends(get_telemetry)],
             user: AnyUser) -> Overlay:
     check_grid(user, _camera(cfg, camera_id).grid)
-    return Overlay(**(telemetry.overlay(camera_id) or {}), recent=telemetry.recent_overlays(camera_id))
+    recent = telemetry.recent_overlays(camera_id)  # the newest is the last: one read, not two
+    return Overlay(**(recent[-1] if recent else {}), recent=recent)
 
 
 @router.get("/live/{camera_id}", include_in_schema=False, dependencies=[PAGE])

@@ -272,7 +272,8 @@ class ConflictMonitor(GatedMonitor):
         super().__init__(camera_id, zone_id, rule, active_hours)
         self.rule = rule
         self._model = model or shared_model()  # the pipeline passes the version the config names
-        self.observer = Observer(pose, motion=getattr(self._model, "kind", None) == "motion")  # only a motion model reads the image
+        # only a motion model reads the motion image: the others do not pay for it on every frame
+        self.observer = Observer(pose, motion=getattr(self._model, "kind", None) == "motion")
         self.raw = rule.min_score is not None and point is None  # the old raw-threshold way
         point = point or rule.operating_point
         self.base_score = rule.min_score if self.raw else point.min_score
